@@ -1,0 +1,417 @@
+"""Typed configuration: one dataclass per box, one root :class:`Config` saved in every checkpoint.
+
+Load/save JSON or YAML with :func:`load_config` / :func:`save_config`. Every value is checked on
+load: an unknown key, a value of the wrong type, or a value outside its allowed range raises
+:class:`~mm_live.errors.ConfigError` naming the dotted field (``fusion.n_queries``) and what is
+allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mm_live.errors import ConfigError
+
+
+def _choice(default: str, *choices: str, open_ended: str | None = None):
+    """A string field limited to ``choices`` (``open_ended`` names what else is accepted, e.g. a path)."""
+    return field(default=default, metadata={"choices": choices, "open_ended": open_ended})
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass
+class MediaConfig:
+    """How a clip is cut into steps and sampled."""
+
+    step_seconds: float = 1.0  # length of one step (the unit a score is given for)
+    frames_per_step: int = 1  # frames sampled evenly inside each step
+    frame_size: int = 224  # frames are resized to frame_size x frame_size
+    sample_rate: int = 16000  # audio is resampled to this rate, mono
+    comment_lookback: float = 5.0  # seconds: step t sees comments posted in (t - lookback, t]
+    max_comment_lag: int = 5  # steps: causal DTW band, comment step i may align to video [i-w, i]
+    keyframes_only: bool = False  # decode key frames only (fast; needs steps >= one GOP)
+
+    def validate(self, p: str) -> None:
+        _positive(self.step_seconds, f"{p}.step_seconds")
+        _positive(self.frames_per_step, f"{p}.frames_per_step")
+        _positive(self.frame_size, f"{p}.frame_size")
+        _in_range(self.sample_rate, f"{p}.sample_rate", 4000, 192000)
+        _in_range(self.comment_lookback, f"{p}.comment_lookback", 0.0, 3600.0)
+        _in_range(self.max_comment_lag, f"{p}.max_comment_lag", 0, 10000)
+
+
+@dataclass
+class LoraSettings:
+    """peft LoRA on a frozen backbone."""
+
+    enabled: bool = True
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] | None = None  # None: the default table for the backbone family
+
+    def validate(self, p: str) -> None:
+        _positive(self.r, f"{p}.r")
+        _positive(self.alpha, f"{p}.alpha")
+        _in_range(self.dropout, f"{p}.dropout", 0.0, 0.99)
+
+
+@dataclass
+class FrameEncoderConfig:
+    backbone: str = _choice("efficientnet-lite0", "efficientnet-lite0", "tiny", open_ended="a local Hugging Face vision checkpoint directory")
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    tiny_dim: int = 32  # width of the tiny random backbone used in tests
+    channels_last: bool = True  # faster convolutions on CPU
+
+    def validate(self, p: str) -> None:
+        self.lora.validate(f"{p}.lora")
+        _positive(self.tiny_dim, f"{p}.tiny_dim")
+
+
+@dataclass
+class AudioEncoderConfig:
+    backbone: str = _choice("mel-transformer", "mel-transformer", "tiny", open_ended="a local Hugging Face audio checkpoint directory")
+    n_mels: int = 64
+    patch_frames: int = 10  # mel frames per token of the mel transformer (10 ms hop: 100 ms)
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    lora: LoraSettings = field(default_factory=LoraSettings)  # used for Hugging Face backbones
+
+    def validate(self, p: str) -> None:
+        for name in ("n_mels", "patch_frames", "d_model", "n_layers", "n_heads"):
+            _positive(getattr(self, name), f"{p}.{name}")
+        _divides(self.n_heads, self.d_model, f"{p}.n_heads", f"{p}.d_model")
+        self.lora.validate(f"{p}.lora")
+
+
+@dataclass
+class CommentEncoderConfig:
+    backbone: str = _choice("minilm", "minilm", "tiny", open_ended="a local Hugging Face text checkpoint directory")
+    max_tokens: int = 32  # tokens per comment
+    max_comments_per_step: int = 16  # most recent comments kept in one look-back bag
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    tiny_dim: int = 32
+
+    def validate(self, p: str) -> None:
+        _positive(self.max_tokens, f"{p}.max_tokens")
+        _positive(self.max_comments_per_step, f"{p}.max_comments_per_step")
+        _positive(self.tiny_dim, f"{p}.tiny_dim")
+        self.lora.validate(f"{p}.lora")
+
+
+@dataclass
+class EncodersConfig:
+    frame: FrameEncoderConfig = field(default_factory=FrameEncoderConfig)
+    audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
+    comment: CommentEncoderConfig = field(default_factory=CommentEncoderConfig)
+    cache_dir: str | None = None  # frozen-token cache (used when a backbone's LoRA is off)
+
+    def validate(self, p: str) -> None:
+        self.frame.validate(f"{p}.frame")
+        self.audio.validate(f"{p}.audio")
+        self.comment.validate(f"{p}.comment")
+
+
+@dataclass
+class FusionConfig:
+    """Fusion-Q-Former (EM3 / MMBee MFQ)."""
+
+    d: int = 256  # fusion width
+    n_queries: int = 16
+    n_layers: int = 2
+    n_heads: int = 4
+    cross_attention_every: int = 1  # cross-attend to modality tokens every k layers
+    ffn_mult: int = 4
+    dropout: float = 0.0
+    d_emb: int = 128  # pooled, L2-normalised embedding for retrieval
+    streamer_dim: int = 0  # width of the streamer embedding u (0: queries not streamer-conditioned)
+    max_offsets: int = 16  # temporal embedding positions (step offsets in the look-back window)
+
+    def validate(self, p: str) -> None:
+        for name in ("d", "n_queries", "n_layers", "n_heads", "cross_attention_every", "ffn_mult", "d_emb", "max_offsets"):
+            _positive(getattr(self, name), f"{p}.{name}")
+        _divides(self.n_heads, self.d, f"{p}.n_heads", f"{p}.d")
+        _in_range(self.dropout, f"{p}.dropout", 0.0, 0.99)
+        _in_range(self.streamer_dim, f"{p}.streamer_dim", 0, 1 << 16)
+
+
+@dataclass
+class HighlightConfig:
+    """ContentCTR / KuaiHL highlight CTR head and losses."""
+
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    lookback_steps: int | None = 64  # causal attention window W (None: the whole past)
+    n_streamers: int = 1024  # hashed streamer-id buckets
+    pointwise: str = _choice("bce", "bce", "mse")
+    alpha_bap: float = 1.0  # weight of the border-aware pairwise loss
+    beta_diff: float = 1.0  # weight of the first-order difference term
+    align_weight: float = 0.01  # weight of the soft-DTW contrastive alignment loss
+    dtw_gamma: float = 0.1
+    n_negatives: int = 7  # permuted text orders per stream in the alignment loss
+    top_k: int = 5  # highlight windows reported by `score`
+
+    def validate(self, p: str) -> None:
+        for name in ("d_model", "n_layers", "n_heads", "n_streamers", "n_negatives", "top_k"):
+            _positive(getattr(self, name), f"{p}.{name}")
+        _divides(self.n_heads, self.d_model, f"{p}.n_heads", f"{p}.d_model")
+        if self.lookback_steps is not None:
+            _positive(self.lookback_steps, f"{p}.lookback_steps")
+        for name in ("alpha_bap", "beta_diff", "align_weight"):
+            _in_range(getattr(self, name), f"{p}.{name}", 0.0, 1e6)
+        _positive(self.dtw_gamma, f"{p}.dtw_gamma")
+
+
+@dataclass
+class GiftingConfig:
+    """MMBee gifting ranker and graph expansion."""
+
+    d_model: int = 64
+    neighbours: int = 10  # top-k neighbours kept per metapath
+    swing_alpha: float = 1.0
+    edge_weight: str = _choice("log_value", "log_value", "count")
+    pretrain_epochs: int = 5
+
+    def validate(self, p: str) -> None:
+        _positive(self.d_model, f"{p}.d_model")
+        _positive(self.neighbours, f"{p}.neighbours")
+        _positive(self.swing_alpha, f"{p}.swing_alpha")
+        _in_range(self.pretrain_epochs, f"{p}.pretrain_epochs", 0, 10000)
+
+
+@dataclass
+class EM3Config:
+    """EM3 end-to-end ranking with content-ID contrastive alignment."""
+
+    d_id: int = 64
+    history_len: int = 20
+    cic_weight: float = 0.1
+    cic_temperature: float = 0.1
+    learnable_temperature: bool = False
+
+    def validate(self, p: str) -> None:
+        _positive(self.d_id, f"{p}.d_id")
+        _positive(self.history_len, f"{p}.history_len")
+        _in_range(self.cic_weight, f"{p}.cic_weight", 0.0, 1e6)
+        _positive(self.cic_temperature, f"{p}.cic_temperature")
+
+
+@dataclass
+class QuantConfig:
+    """Codebook product quantization and the exported FAISS index."""
+
+    m: int = 8  # sub-vectors
+    nbits: int = 8  # codebook size K = 2**nbits
+    commitment: float = 0.25
+    ivf_lists: int = 0  # >0: export IndexIVFPQ with this many lists
+
+    def validate(self, p: str) -> None:
+        _positive(self.m, f"{p}.m")
+        _in_range(self.nbits, f"{p}.nbits", 1, 16)
+        _in_range(self.commitment, f"{p}.commitment", 0.0, 1e6)
+        _in_range(self.ivf_lists, f"{p}.ivf_lists", 0, 1 << 24)
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 10
+    epochs: int = 10
+    batch_size: int = 8
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    eval_every: int = 50
+    seed: int = 0
+    amp: bool = True  # mixed precision, CUDA only (ignored on CPU)
+    num_workers: int = 0
+
+    def validate(self, p: str) -> None:
+        _positive(self.lr, f"{p}.lr")
+        _in_range(self.weight_decay, f"{p}.weight_decay", 0.0, 10.0)
+        _in_range(self.warmup_steps, f"{p}.warmup_steps", 0, 1 << 30)
+        for name in ("epochs", "batch_size", "grad_accum", "eval_every"):
+            _positive(getattr(self, name), f"{p}.{name}")
+        _in_range(self.grad_clip, f"{p}.grad_clip", 0.0, 1e9)
+        _in_range(self.num_workers, f"{p}.num_workers", 0, 256)
+
+
+@dataclass
+class Config:
+    """Everything a run needs; saved as ``config.json`` inside every checkpoint."""
+
+    media: MediaConfig = field(default_factory=MediaConfig)
+    encoders: EncodersConfig = field(default_factory=EncodersConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    highlight: HighlightConfig = field(default_factory=HighlightConfig)
+    gifting: GiftingConfig = field(default_factory=GiftingConfig)
+    em3: EM3Config = field(default_factory=EM3Config)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self, p: str = "") -> None:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate(f.name)
+        if self.fusion.d_emb % self.quant.m:
+            raise ConfigError(
+                f"quant.m={self.quant.m} must divide fusion.d_emb={self.fusion.d_emb}: choose m among "
+                f"{_divisors(self.fusion.d_emb)}"
+            )
+
+    # -- (de)serialisation ----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        cfg = _build(cls, d, "")
+        cfg.validate()
+        return cfg
+
+    def replace(self, **dotted: Any) -> "Config":
+        """Return a copy with dotted overrides, e.g. ``cfg.replace(**{"fusion.n_queries": 8})``."""
+        d = self.to_dict()
+        for key, value in dotted.items():
+            node = d
+            *parents, leaf = key.split(".")
+            for part in parents:
+                if not isinstance(node.get(part), dict):
+                    raise ConfigError(f"unknown config field '{key}'")
+                node = node[part]
+            if leaf not in node:
+                raise ConfigError(f"unknown config field '{key}': allowed here are {sorted(node)}")
+            node[leaf] = value
+        return Config.from_dict(d)
+
+    def hash(self) -> str:
+        """Stable short hash of the whole config (index sidecars, caches)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a JSON or YAML config; missing sections/fields take their defaults."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist: pass an existing .json/.yaml file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
+        msg = str(exc).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {msg}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    try:
+        return Config.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write ``cfg`` as JSON (or YAML by suffix), atomically."""
+    from mm_live.fileio import atomic_open
+
+    path = Path(path)
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
+        else:
+            json.dump(cfg.to_dict(), fh, indent=2)
+            fh.write("\n")
+
+
+# ----------------------------------------------------------------------------- checking
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    where = path or "config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping of fields, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config field '{_join(path, unknown[0])}': allowed are {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, _join(path, name), fields[name])
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, path: str, f: dataclasses.Field | None = None) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        return _coerce(non_none[0], value, path, f)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path} must be a list, got {value!r}")
+        return [_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path} must be a string, got {value!r}")
+        meta = f.metadata if f is not None else {}
+        choices = meta.get("choices")
+        if choices and value not in choices and not meta.get("open_ended"):
+            raise ConfigError(f"{path} must be one of {list(choices)}, got {value!r}")
+        return value
+    return value
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _positive(value: float, path: str) -> None:
+    if not value > 0:
+        raise ConfigError(f"{path} must be > 0, got {value!r}")
+
+
+def _in_range(value: float, path: str, lo: float, hi: float) -> None:
+    if not lo <= value <= hi:
+        raise ConfigError(f"{path} must be between {lo} and {hi}, got {value!r}")
+
+
+def _divides(a: int, b: int, pa: str, pb: str) -> None:
+    if b % a:
+        raise ConfigError(f"{pa}={a} must divide {pb}={b}: choose {pa} among {_divisors(b)}")
+
+
+def _divisors(n: int) -> list[int]:
+    return [k for k in range(1, n + 1) if n % k == 0]

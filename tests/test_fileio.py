@@ -1,0 +1,31 @@
+import pytest
+
+from mm_live.fileio import atomic_dir, atomic_open, write_json
+
+
+def test_atomic_open_leaves_old_file_on_error(tmp_path):
+    path = tmp_path / "out.txt"
+    path.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_open(path) as fh:
+            fh.write("half")
+            raise RuntimeError("boom")
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_write_json_and_atomic_dir_swap(tmp_path):
+    write_json(tmp_path / "a" / "x.json", {"k": "ü"})
+    assert (tmp_path / "a" / "x.json").read_text(encoding="utf-8").strip() == '{\n  "k": "ü"\n}'
+    target = tmp_path / "ckpt"
+    with atomic_dir(target) as d:
+        (d / "v").write_text("1")
+    with pytest.raises(ValueError):
+        with atomic_dir(target) as d:
+            (d / "v").write_text("2")
+            raise ValueError
+    assert (target / "v").read_text() == "1"
+    with atomic_dir(target) as d:
+        (d / "v").write_text("3")
+    assert (target / "v").read_text() == "3"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "ckpt"]
