@@ -1,0 +1,85 @@
+"""Pair records with their media: a folder of raw videos (end-to-end route) or of precomputed
+per-video features (features route), named by video id.
+
+Official feature releases name files by video id: Moment-DETR/QVHighlights
+``{slowfast,clip}_features/{vid}.npz`` (key ``features``), Lighthouse ``{vid}.npz``/``{vid}.npy``, UMT's
+TVSum I3D ``{vid}_rgb.npy`` (+ ``{vid}_opt.npy``). Every missing file is reported in ONE error
+(first names + count), never discovered one by one during training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from mm_live.data.records import HighlightRecord
+from mm_live.errors import DataError
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".flv")
+FEATURE_SUFFIXES = (".npz", ".npy", "_rgb.npy")
+SHOW_MISSING = 10
+
+
+def missing_error(what: str, names: list[str], fix: str) -> DataError:
+    """One DataError naming the first :data:`SHOW_MISSING` missing items and the total count."""
+    shown = ", ".join(names[:SHOW_MISSING])
+    more = f" and {len(names) - SHOW_MISSING} more" if len(names) > SHOW_MISSING else ""
+    return DataError(f"{len(names)} {what} missing: {shown}{more}; {fix}")
+
+
+def _pair(records: list[HighlightRecord], folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise DataError(f"{what} folder not found: {folder}")
+    names = {p.name for p in folder.iterdir()}
+    found: dict[str, Path] = {}
+    missing: list[str] = []
+    for vid in dict.fromkeys(r.video_id for r in records):  # unique, in order
+        hit = next((vid + s for s in suffixes if vid + s in names), None)
+        if hit is None:
+            missing.append(vid)
+        else:
+            found[vid] = folder / hit
+    if missing:
+        raise missing_error(f"{what} of {len(found) + len(missing)}", missing,
+                            f"expected {folder}/<video_id>{{{','.join(suffixes)}}}")
+    return found
+
+
+def pair_videos(records: list[HighlightRecord], video_dir: str | Path,
+                suffixes: tuple[str, ...] = VIDEO_SUFFIXES) -> list[HighlightRecord]:
+    """Copies of ``records`` with ``clip`` set to ``video_dir/<video_id><suffix>``; one error lists all missing."""
+    paths = _pair(records, Path(video_dir), suffixes, "videos")
+    return [dataclasses.replace(r, clip=paths[r.video_id]) for r in records]
+
+
+def pair_features(records: list[HighlightRecord], feature_dir: str | Path,
+                  suffixes: tuple[str, ...] = FEATURE_SUFFIXES) -> list[HighlightRecord]:
+    """Copies of ``records`` with ``feature_path`` set to ``feature_dir/<video_id><suffix>``; one error lists all missing."""
+    paths = _pair(records, Path(feature_dir), suffixes, "feature files")
+    return [dataclasses.replace(r, feature_path=paths[r.video_id]) for r in records]
+
+
+def load_features(path: str | Path, key: str | None = None) -> np.ndarray:
+    """Per-clip features [T, d] (float32) from a ``.npy`` or ``.npz`` file.
+
+    For ``.npz``: ``key`` if given, else ``features`` (Moment-DETR/Lighthouse), else the only array.
+    """
+    path = Path(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read features ({exc})") from None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        with data:
+            keys = list(data.keys())
+            name = key or ("features" if "features" in keys else (keys[0] if len(keys) == 1 else None))
+            if name is None or name not in keys:
+                raise DataError(f"{path}: no array {key or 'features'!r} (arrays: {', '.join(keys)}); pass key=")
+            arr = data[name]
+    else:
+        arr = data
+    if arr.ndim != 2:
+        raise DataError(f"{path}: features must be [T, d], got shape {arr.shape}")
+    return arr.astype(np.float32, copy=False)
