@@ -29,3 +29,17 @@ def test_write_json_and_atomic_dir_swap(tmp_path):
         (d / "v").write_text("3")
     assert (target / "v").read_text() == "3"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "ckpt"]
+
+
+def test_outputs_get_the_usual_mode_not_0600(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        write_json(tmp_path / "x.json", {})
+        with atomic_dir(tmp_path / "d"):
+            pass
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
