@@ -60,7 +60,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from mm_live.demo import run_demo
+    from mm_live.pipelines.demo import run_demo
 
     run_demo(out_dir=args.out, seed=args.seed)
     return 0
