@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from mm_live.config import Config
+from mm_live.errors import CommentsError
+from mm_live.multimodal import MultimodalEncoder
+
+RATE = 8000
+
+
+def tiny_config(**overrides) -> Config:
+    base = {
+        "encoders.frame.backbone": "tiny", "encoders.frame.tiny_dim": 16,
+        "encoders.audio.backbone": "tiny", "encoders.comment.backbone": "tiny", "encoders.comment.tiny_dim": 16,
+        "media.sample_rate": RATE, "fusion.d": 16, "fusion.n_queries": 4, "fusion.n_heads": 2, "fusion.d_emb": 8,
+        "quant.m": 4,
+    }
+    base.update(overrides)
+    return Config().replace(**base)
+
+
+def fake_clip(steps: int = 3, seed: int = 0) -> SimpleNamespace:
+    """What mm_live.media.Clip holds, built directly."""
+    g = torch.Generator().manual_seed(seed)
+    return SimpleNamespace(
+        frames=torch.randint(0, 256, (steps, 2, 3, 32, 32), dtype=torch.uint8, generator=g),
+        audio=0.1 * torch.randn(steps, RATE, generator=g),
+        has_audio=torch.ones(steps, dtype=torch.bool),
+        step_starts=torch.arange(steps, dtype=torch.float64),
+        step_seconds=1.0,
+        sample_rate=RATE,
+    )
+
+
+def model(**overrides) -> MultimodalEncoder:
+    torch.manual_seed(0)
+    return MultimodalEncoder.from_config(tiny_config(**overrides)).eval()
+
+
+BAGS = [["hello there", "nice"], [], ["wow"]]
+
+
+def test_prepare_forward_shapes_and_inference_mode():
+    m = model()
+    inputs = m.prepare(fake_clip(), BAGS)
+    assert inputs.frames.shape == (3, 2, 3, 32, 32) and inputs.frames.dtype == torch.float32
+    assert inputs.comments.mask.tolist() == [[True, True], [False, False], [True, False]]
+    with torch.no_grad():
+        out = m(inputs)
+    assert out.queries.shape == (3, 4, 16) and out.embedding.shape == (3, 8)
+    scored = m.embed(inputs, batch_size=2)  # inference_mode, chunked over steps
+    torch.testing.assert_close(scored.embedding, out.embedding, atol=1e-5, rtol=1e-5)
+
+
+def test_one_backward_reaches_lora_queries_fusion_but_not_backbones():
+    m = model(**{"encoders.frame.lora.dropout": 0.0, "encoders.comment.lora.dropout": 0.0, "fusion.streamer_dim": 3}).train()
+    out = m(m.prepare(fake_clip(), BAGS, streamer=torch.randn(3, 3)))
+    out.embedding.sum().backward()
+    named = dict(m.named_parameters())
+    lora = [n for n in named if "lora_" in n]
+    assert any(n.startswith("frame.") for n in lora) and any(n.startswith("comment.") for n in lora)
+    assert all(named[n].grad is not None for n in lora)
+    for prefix in ("frame.backbone", "comment.backbone"):
+        frozen = [n for n in named if n.startswith(prefix) and "lora_" not in n]
+        assert frozen and all(named[n].grad is None and not named[n].requires_grad for n in frozen)
+    assert named["fusion.queries.weight"].grad is not None and named["fusion.streamer.weight"].grad is not None
+    assert all(p.grad is not None for n, p in named.items() if n.startswith(("fusion.", "audio.")))
+
+
+def test_masked_audio_does_not_change_the_fused_output():
+    m, clip = model(), fake_clip()
+    clip.has_audio[1] = False
+    with torch.no_grad():
+        ref = m(m.prepare(clip, BAGS)).queries
+        clip.audio[1] = 0.5 * torch.randn(RATE)
+        masked = m(m.prepare(clip, BAGS)).queries
+        clip.has_audio[1] = True
+        unmasked = m(m.prepare(clip, BAGS)).queries
+    torch.testing.assert_close(masked, ref)
+    assert not torch.allclose(unmasked[1], ref[1], atol=1e-4)  # the audio does count when present
+
+
+def test_empty_comment_bag_is_masked():
+    m, clip = model(), fake_clip()
+    with torch.no_grad():
+        inputs = m.prepare(clip, BAGS)
+        ref = m(inputs).queries
+        inputs.comments.input_ids[1] = 1000 + torch.arange(inputs.comments.input_ids[1].numel()).view_as(inputs.comments.input_ids[1])
+        inputs.comments.attention_mask[1] = 1
+        junk = m(inputs).queries
+        other = m(m.prepare(clip, [["hello there", "nice", "more", "words"], [], ["wow"]])).queries
+        filled = m(m.prepare(clip, [["hello there", "nice"], ["now a comment"], ["wow"]])).queries
+    torch.testing.assert_close(junk, ref)
+    torch.testing.assert_close(other[1], ref[1], atol=1e-5, rtol=1e-5)  # other steps' bags do not leak in
+    assert not torch.allclose(filled[1], ref[1], atol=1e-4)
+
+
+def test_comment_objects_give_lookback_offsets():
+    m = model()
+    bag = [SimpleNamespace(t=0.5, text="early"), SimpleNamespace(t=2.2, text="late")]
+    inputs = m.prepare(fake_clip(), [[], [], bag])  # step 2 ends at 3.0 s
+    assert inputs.comments.offsets[2].tolist() == [2, 0]
+
+
+def test_wrong_number_of_bags_is_a_comments_error():
+    m = model()
+    with pytest.raises(CommentsError, match="3 steps"):
+        m.prepare(fake_clip(), [["a"]])

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mm_live.multimodal import MultimodalEncoder
+from test_multimodal import BAGS, fake_clip, tiny_config
+
+
+def frozen_model(cache: Path, **overrides) -> tuple[MultimodalEncoder, dict[str, int]]:
+    """Tiny model with LoRA off on frame and comment encoders; counts their backbone calls."""
+    torch.manual_seed(0)
+    cfg = tiny_config(**{"encoders.frame.lora.enabled": False, "encoders.comment.lora.enabled": False,
+                         "encoders.cache_dir": str(cache), **overrides})
+    m = MultimodalEncoder.from_config(cfg).eval()
+    calls = {"frame": 0, "comment": 0}
+    for name in calls:
+        getattr(m, name).backbone.register_forward_hook(lambda *a, name=name: calls.__setitem__(name, calls[name] + 1))
+    return m, calls
+
+
+def test_second_run_skips_the_frozen_backbones(tmp_path):
+    m, calls = frozen_model(tmp_path)
+    with torch.no_grad():
+        first = m(m.prepare(fake_clip(), BAGS)).queries
+    assert calls == {"frame": 1, "comment": 1}
+    files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    assert len(files) == 2 and all(f.endswith(".safetensors") and not f.startswith(".") for f in files)
+
+    m2, calls2 = frozen_model(tmp_path)  # a new process would build the same model
+    with torch.no_grad():
+        inputs = m2.prepare(fake_clip(), BAGS)
+        second = m2(inputs).queries
+    assert calls2 == {"frame": 0, "comment": 0} and set(inputs.cached) == {"frame", "comment"}
+    torch.testing.assert_close(second, first)
+
+
+def test_config_change_or_new_content_recomputes(tmp_path):
+    m, _ = frozen_model(tmp_path)
+    m.prepare(fake_clip(), BAGS)
+    # The comment encoder is built last, so the frame weights stay the same under the seed.
+    m2, calls = frozen_model(tmp_path, **{"encoders.comment.max_tokens": 16})
+    m2.prepare(fake_clip(), BAGS)
+    assert calls == {"frame": 0, "comment": 1}  # only the changed encoder recomputes
+    m2.prepare(fake_clip(seed=1), BAGS)
+    assert calls == {"frame": 1, "comment": 1}  # same comments, new frames
+    m2.prepare(fake_clip(seed=1), [["other"], [], []])
+    assert calls == {"frame": 1, "comment": 2}
+    m3, calls = frozen_model(tmp_path, **{"encoders.frame.tiny_dim": 8})  # new frame weights and width
+    m3.prepare(fake_clip(), BAGS)
+    assert calls["frame"] == 1
+
+
+def test_damaged_file_is_recomputed(tmp_path):
+    m, calls = frozen_model(tmp_path)
+    m.prepare(fake_clip(), BAGS)
+    for f in tmp_path.rglob("*.safetensors"):
+        f.write_bytes(b"broken")
+    m.prepare(fake_clip(), BAGS)
+    assert calls == {"frame": 2, "comment": 2}
+    m.prepare(fake_clip(), BAGS)
+    assert calls == {"frame": 2, "comment": 2}
+
+
+def test_trainable_encoders_are_not_cached(tmp_path):
+    m, calls = frozen_model(tmp_path, **{"encoders.frame.lora.enabled": True})
+    inputs = m.prepare(fake_clip(), BAGS)
+    assert set(inputs.cached) == {"comment"}
+    m.prepare(fake_clip(), BAGS)
+    assert calls == {"frame": 0, "comment": 1}
