@@ -247,6 +247,55 @@ class HardDTWResult:
     cost: float
 
 
+def _as_float64(D: torch.Tensor | np.ndarray) -> np.ndarray:
+    return D.detach().cpu().double().numpy() if isinstance(D, torch.Tensor) else np.asarray(D, dtype=np.float64)
+
+
+def _entry_terms(C: np.ndarray, band_d: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """``P_o - S_{o-1}`` for row i (inf where the row cannot be entered), and the running sums S."""
+    prev = C[i - 1]
+    P = np.minimum(prev, np.append(prev[1:], np.inf))  # diag (i-1, j-1) at o, up (i-1, j) at o+1
+    S = np.cumsum(band_d[i])
+    return P - (S - band_d[i]), S
+
+
+def _band_table(D: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Accumulated costs ``C [n, w+1]`` of the causal band (column o ↔ video step j = i - w + o)
+    and ``D`` on the band (0 outside). Row i depends on rows <= i of ``D`` only."""
+    n, m = D.shape
+    if w < 0:
+        raise ValueError(f"hard_dtw needs w >= 0, got {w}")
+    W = w + 1
+    off = np.arange(W)
+    C = np.full((n, W), np.inf)
+    band_d = np.zeros((n, W))  # D on the band, 0 outside (so running sums stay finite)
+    for i in range(n):
+        j = i - w + off
+        ok = (j >= 0) & (j < m)
+        band_d[i, ok] = D[i, j[ok]]
+    C[0, w] = D[0, 0]
+    for i in range(1, n):
+        j = i - w + off
+        ok = (j >= 0) & (j < m)
+        T, S = _entry_terms(C, band_d, i)
+        row = S + np.minimum.accumulate(np.where(ok, T, np.inf))
+        C[i] = np.where(ok, row, np.inf)
+    return C, band_d
+
+
+def online_dtw_index(D: torch.Tensor | np.ndarray, w: int) -> np.ndarray:
+    """Open-end (online) variant of :func:`hard_dtw`: ``index[i]`` = the end of the cheapest band
+    path over text steps ``0..i``, i.e. the argmin of row i of the accumulated cost.
+
+    Unlike the backtracked global path, row i uses nothing after text step i, so re-aligning with
+    it keeps scoring causal up to the band: video step j receives comments of steps ``<= j + w``
+    only. The price is that a later step cannot revise an earlier step's choice. O(n·w).
+    """
+    D = _as_float64(D)
+    C, _ = _band_table(D, w)
+    return np.arange(len(D)) - w + np.argmin(C, axis=1)
+
+
 def hard_dtw(D: torch.Tensor | np.ndarray, w: int) -> HardDTWResult:
     """Hard DTW of one cost matrix ``D [n, m]`` inside the causal band ``i - w <= j <= i``.
 
@@ -260,33 +309,13 @@ def hard_dtw(D: torch.Tensor | np.ndarray, w: int) -> HardDTWResult:
     ``C_j = S_j + min_{j' <= j}(P_j' - S_{j'-1})`` with ``S`` the running sum of ``D_i`` and
     ``P_j = min(C_{i-1,j-1}, C_{i-1,j})``, i.e. a cumulative minimum. Total O(n·w) time and memory.
     """
-    D = D.detach().cpu().double().numpy() if isinstance(D, torch.Tensor) else np.asarray(D, dtype=np.float64)
+    D = _as_float64(D)
     n, m = D.shape
-    if w < 0:
-        raise ValueError(f"hard_dtw needs w >= 0, got {w}")
+    C, band_d = _band_table(D, w)
     W = w + 1
-    off = np.arange(W)  # band column o ↔ video step j = i - w + o
-    C = np.full((n, W), np.inf)
-    band_d = np.zeros((n, W))  # D on the band, 0 outside (so running sums stay finite)
-    for i in range(n):
-        j = i - w + off
-        ok = (j >= 0) & (j < m)
-        band_d[i, ok] = D[i, j[ok]]
-    C[0, w] = D[0, 0]
 
     def entry_terms(i: int) -> tuple[np.ndarray, np.ndarray]:
-        # P_o - S_{o-1} for row i (inf where the row cannot be entered), and the running sums S.
-        prev = C[i - 1]
-        P = np.minimum(prev, np.append(prev[1:], np.inf))  # diag (i-1, j-1) at o, up (i-1, j) at o+1
-        S = np.cumsum(band_d[i])
-        return P - (S - band_d[i]), S
-
-    for i in range(1, n):
-        j = i - w + off
-        ok = (j >= 0) & (j < m)
-        T, S = entry_terms(i)
-        row = S + np.minimum.accumulate(np.where(ok, T, np.inf))
-        C[i] = np.where(ok, row, np.inf)
+        return _entry_terms(C, band_d, i)
 
     if not np.isfinite(C[n - 1]).any():
         raise ValueError(f"hard_dtw: no path within band w={w} for D of shape {(n, m)}")
@@ -319,8 +348,12 @@ def realign_comments(
     video_emb: torch.Tensor,
     w: int,
     comment_mask: torch.Tensor | None = None,
+    online: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Move each comment step's embedding to the video step it refers to (hard causal DTW).
+
+    ``online=True`` uses :func:`online_dtw_index` (each step's choice sees no later step) instead of
+    the backtracked global path: then the output at video step j depends on steps ``<= j + w`` only.
 
     Cost ``1 - cos(comment_i, video_j)`` in the band ``j in [i - w, i]`` (see :func:`hard_dtw` for
     the boundaries). Video steps that several comment steps refer to get their mean; video steps
@@ -339,7 +372,8 @@ def realign_comments(
         raise ValueError(f"realign_comments expects equal step counts, got {n} and {video_emb.shape[0]}")
     with torch.no_grad():
         D = cosine_cost(comment_emb[None].float(), video_emb[None].float())[0]
-    index = torch.from_numpy(hard_dtw(D, w).index).to(comment_emb.device)
+    index = online_dtw_index(D, w) if online else hard_dtw(D, w).index
+    index = torch.from_numpy(index).to(comment_emb.device)
     keep = torch.ones(n, dtype=torch.bool, device=comment_emb.device) if comment_mask is None else comment_mask.bool()
     out = torch.zeros_like(comment_emb).index_add(0, index[keep], comment_emb[keep])
     counts = torch.bincount(index[keep], minlength=n)

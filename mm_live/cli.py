@@ -16,8 +16,8 @@ from mm_live.errors import MMLiveError
 
 # Subcommands whose library side has not landed yet, with the issue that builds them.
 _NOT_BUILT = {
-    "train": "issue #5 (highlight CTR end to end)",
-    "score": "issue #5 (highlight CTR end to end)",
+    "train gifting": "the gifting (MMBee) issue",
+    "train em3": "the EM3 ranking issue",
     "export-index": "the retrieval/export issue (product quantization + FAISS)",
     "search": "the retrieval/export issue (product quantization + FAISS)",
 }
@@ -28,7 +28,7 @@ class _NotBuilt(MMLiveError):
 
 
 def _not_built(name: str):
-    def run(args: argparse.Namespace) -> int:
+    def run(args: argparse.Namespace | None = None) -> int:
         raise _NotBuilt(f"'mm-live {name}' is not built yet; it lands with {_NOT_BUILT[name]}")
 
     return run
@@ -43,6 +43,35 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     cfg = SynthConfig(streams=args.streams, seconds=args.seconds, seed=args.seed, width=args.width, height=args.height)
     summary = synthesize(args.out, cfg)
     print(summary.describe())
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    if args.pipeline != "highlight":
+        return _not_built(f"train {args.pipeline}")(args)
+    from mm_live.pipelines.highlight import train
+
+    route = "features" if args.dataset else "clips"
+    result = train(args.data, args.out, config=args.config, epochs=args.epochs, seed=args.seed, resume=args.resume,
+                   route=route, dataset=args.dataset, features=args.features)
+    best = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"
+    print(f"trained {result.steps} steps; best held-out AUC {best} at step {result.best_step}")
+    print(f"checkpoints: {result.out_dir}/best  {result.out_dir}/last   log: {result.out_dir}/metrics.jsonl")
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from mm_live.pipelines.highlight import score_clip
+
+    res = score_clip(args.clip, args.checkpoint, comments=args.comments, out_dir=args.out, top_k=args.top_k,
+                     streamer_id=args.streamer_id, skip_bad_lines=args.skip_bad_lines)
+    total = sum(res.timings.values())
+    dur = len(res.scores) * res.step_seconds
+    print(f"scored {len(res.scores)} steps of {res.clip.name} in {total:.1f} s ({dur / max(total, 1e-9):.1f}x real time)")
+    for rank, w in enumerate(res.windows, 1):
+        print(f"  #{rank}  {w.start:8.1f} s - {w.end:8.1f} s   score {w.score:.3f}")
+    for name, path in res.outputs.items():
+        print(f"  {name:18s} {path}")
     return 0
 
 
@@ -78,13 +107,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"mm-live {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    s = sub.add_parser("train", help="train a pipeline (not built yet: issue #5)")
+    s = sub.add_parser(
+        "train",
+        help="train a pipeline (highlight; gifting and em3 not built yet)",
+        description="Train the highlight CTR model. Clip route: --data is an own-logs manifest (JSONL; "
+        "lines with \"split\": \"test\" are held out, else every 4th stream). Feature route: --dataset names "
+        "the reader of the annotation file --data and --features the per-video feature folder (KLive logs "
+        "carry their own features). Writes RUN_DIR/best, RUN_DIR/last and RUN_DIR/metrics.jsonl.",
+    )
     s.add_argument("pipeline", choices=["highlight", "gifting", "em3"])
-    s.set_defaults(func=_not_built("train"))
+    s.add_argument("--data", required=True, type=Path, help="own-logs manifest, or the annotation file with --dataset")
+    s.add_argument("--out", required=True, type=Path, help="run directory (created)")
+    s.add_argument("--config", type=Path, help="JSON/YAML config (defaults otherwise)")
+    s.add_argument("--epochs", type=int, help="override train.epochs")
+    s.add_argument("--seed", type=int, help="override train.seed")
+    s.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last (same config)")
+    s.add_argument("--dataset", choices=["klive", "qvhighlights", "tvsum", "youtube_highlights"],
+                   help="train on precomputed features of this dataset (feature route)")
+    s.add_argument("--features", type=Path, help="folder of per-video .npz/.npy features (feature route)")
+    s.set_defaults(func=_cmd_train)
 
-    s = sub.add_parser("score", help="score a live-stream clip (not built yet: issue #5)")
-    s.add_argument("clip", type=Path)
-    s.set_defaults(func=_not_built("score"))
+    s = sub.add_parser(
+        "score",
+        help="score a live-stream clip with a trained highlight model",
+        description="Score every step of CLIP and write scores.json, scores.csv, highlights.png and a "
+        "Moment-DETR-style predictions.jsonl into --out. Works without comments and on clips without audio.",
+    )
+    s.add_argument("clip", type=Path, help="video file (mp4/mkv/...)")
+    s.add_argument("--comments", type=Path, help="comments JSONL/CSV ({t, user_id, text})")
+    s.add_argument("--checkpoint", required=True, type=Path, help="run directory written by 'mm-live train'")
+    s.add_argument("--out", required=True, type=Path, help="output directory (created)")
+    s.add_argument("--top-k", type=int, help="highlight windows to report (default: highlight.top_k)")
+    s.add_argument("--streamer-id", help="streamer id for the streamer embedding")
+    s.add_argument("--skip-bad-lines", action="store_true", help="skip malformed comment lines instead of failing")
+    s.set_defaults(func=_cmd_score)
 
     s = sub.add_parser(
         "eval",

@@ -160,6 +160,7 @@ class HighlightConfig:
     align_weight: float = 0.01  # weight of the soft-DTW contrastive alignment loss
     dtw_gamma: float = 0.1
     n_negatives: int = 7  # permuted text orders per stream in the alignment loss
+    realign: bool = True  # hard-DTW re-alignment of comment embeddings (score t then sees comments up to t + max_comment_lag)
     top_k: int = 5  # highlight windows reported by `score`
 
     def validate(self, p: str) -> None:

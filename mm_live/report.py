@@ -46,7 +46,8 @@ def highlight_windows(scores: Sequence[float], step_seconds: float, top_k: int =
             runs[-1][1] = i
         else:
             runs.append([i, i])
-    windows = [Window(offset + a * step_seconds, offset + (b + 1) * step_seconds, float(s[a : b + 1].max())) for a, b in runs]
+    windows = [Window(float(offset + a * step_seconds), float(offset + (b + 1) * step_seconds), float(s[a : b + 1].max()))
+               for a, b in runs]
     windows.sort(key=lambda w: -w.score)
     return windows[:top_k]
 

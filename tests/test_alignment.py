@@ -284,3 +284,23 @@ def test_realign_with_zero_band_is_identity():
     out, mask = realign_comments(comments, video, w=0)
     torch.testing.assert_close(out, comments)
     assert mask.all()
+
+
+def test_online_index_is_causal_and_in_band():
+    from mm_live.alignment import online_dtw_index
+
+    rng = np.random.default_rng(0)
+    D = rng.random((30, 30))
+    idx = online_dtw_index(D, 4)
+    i = np.arange(30)
+    assert ((idx >= np.maximum(i - 4, 0)) & (idx <= i)).all()
+    D2 = D.copy()
+    D2[18:] = rng.random((12, 30))  # change the future rows only
+    np.testing.assert_array_equal(online_dtw_index(D2, 4)[:18], idx[:18])
+    # a planted lag of 3 is recovered online too (after the first w steps)
+    v = rng.normal(size=(40, 8))
+    z = np.roll(v, 3, axis=0)
+    z[:3] = rng.normal(size=(3, 8))
+    zt, vt = torch.tensor(z), torch.tensor(v)
+    cost = cosine_cost(zt[None], vt[None])[0]
+    assert (online_dtw_index(cost, 5)[6:] == np.arange(6, 40) - 3).all()

@@ -1,0 +1,200 @@
+"""Highlight CTR end to end on tiny configs: causality, training, scoring, CLI, feature route."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from mm_live.cli import main
+from mm_live.config import Config
+from mm_live.data.synthetic import SynthConfig, synthesize
+from mm_live.pipelines.highlight import (
+    HighlightBatch, StepFeatures, build_model, hash_streamer, score_clip, train,
+)
+
+TINY = {
+    "media": {"frame_size": 64},
+    "encoders": {"frame": {"backbone": "tiny"}, "audio": {"backbone": "tiny"},
+                 "comment": {"backbone": "tiny", "max_comments_per_step": 8}},
+    "fusion": {"d": 32, "n_queries": 4, "n_layers": 1, "n_heads": 2, "d_emb": 16},
+    "quant": {"m": 4},
+    "highlight": {"d_model": 32, "n_layers": 2, "n_heads": 2, "lookback_steps": 8},
+    "train": {"epochs": 2, "batch_size": 2, "eval_every": 2, "warmup_steps": 1, "lr": 0.003},
+}
+
+
+def tiny_cfg(**over) -> Config:
+    return Config.from_dict(TINY).replace(**over) if over else Config.from_dict(TINY)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("hl") / "synth"
+    synthesize(out, SynthConfig(streams=4, seconds=10, seed=3))
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(synth, tmp_path_factory) -> Path:
+    cfg_path = tmp_path_factory.mktemp("cfg") / "tiny.json"
+    cfg_path.write_text(json.dumps(TINY))
+    out = tmp_path_factory.mktemp("run") / "run"
+    assert main(["train", "highlight", "--data", str(synth / "manifest.jsonl"), "--out", str(out),
+                 "--config", str(cfg_path), "--epochs", "2", "--seed", "1"]) == 0
+    return out
+
+
+def _features(s=1, t=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return StepFeatures(torch.randn(s, t, 8, generator=g), torch.randn(s, t, 5, generator=g),
+                        torch.rand(s, t, generator=g) > 0.5, torch.randn(s, t, 6, generator=g))
+
+
+def _feature_model(realign: bool):
+    torch.manual_seed(0)
+    cfg = tiny_cfg(**{"highlight.realign": realign, "fusion.d": 8, "fusion.n_heads": 2, "media.max_comment_lag": 3})
+    return build_model(cfg, route="features", feature_dims=(6, 5)).eval()
+
+
+def _logits(model, f):
+    s, t = f.fused.shape[:2]
+    with torch.no_grad():
+        return model.forward_steps(f, torch.full((s,), t), torch.zeros(s, dtype=torch.long)).logits
+
+
+@pytest.mark.parametrize("realign, horizon", [(False, 0), (True, 3)])
+def test_nothing_after_t_plus_horizon_changes_the_score_of_t(realign, horizon):
+    """Strictly causal without re-alignment; with it, comments may move back by max_comment_lag (3)."""
+    model = _feature_model(realign)
+    f = _features()
+    base = _logits(model, f)
+    for t in (4, 10, 15):
+        g = StepFeatures(f.fused.clone(), f.text.clone(), f.has_text.clone(), f.video.clone())
+        cut = t + 1 + horizon
+        for x in (g.fused, g.text, g.video):
+            x[:, cut:] = torch.randn_like(x[:, cut:]) * 5
+        g.has_text[:, cut:] = ~g.has_text[:, cut:]
+        torch.testing.assert_close(_logits(model, g)[:, : t + 1], base[:, : t + 1])
+        assert not torch.allclose(_logits(model, g)[:, cut:], base[:, cut:])
+
+
+def test_clip_route_is_causal_in_its_inputs():
+    """Perturb the frames/audio/comments of future steps in the real clip route (tiny encoders)."""
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(**{"highlight.realign": False})).eval()
+    from mm_live.encoders.comment import CommentBatch
+    from mm_live.multimodal import MultimodalInputs
+
+    t = 12
+    enc = model.steps.encoder
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 255, (t, 1, 3, 64, 64), dtype=torch.uint8, generator=g)
+    audio = torch.randn(t, 16000, generator=g) * 0.1
+    bags = [["great play", "wow"] if i % 3 == 0 else [] for i in range(t)]
+
+    def run(frames, audio, bags):
+        inputs = MultimodalInputs(enc.frame.preprocess(frames), enc.audio.preprocess(audio, 16000),
+                                  torch.ones(t, dtype=torch.bool), enc.comment.tokenize(bags))
+        batch = HighlightBatch(torch.zeros(1, t), torch.tensor([t]), torch.tensor([0]),
+                               index=torch.arange(t)[None], inputs=inputs)
+        with torch.no_grad():
+            return model(batch).logits[0]
+
+    base = run(frames, audio, bags)
+    f2, a2 = frames.clone(), audio.clone()
+    f2[7:] = 255 - f2[7:]
+    a2[7:] *= -3
+    b2 = bags[:7] + [["totally different text"]] * (t - 7)
+    other = run(f2, a2, b2)
+    torch.testing.assert_close(other[:7], base[:7])
+    assert not torch.allclose(other[7:], base[7:])
+
+
+def test_tiny_model_gives_fixed_values():
+    """torchtune-style regression pin: deterministic init + fixed input -> these logits."""
+    model = _feature_model(realign=False)
+    logits = _logits(model, _features(t=6))[0]
+    expected = torch.tensor(EXPECTED_LOGITS)
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-4)
+
+
+EXPECTED_LOGITS = [0.3399, 0.5855, 0.0706, 0.3478, 0.5149, 0.6132]  # computed once with this init
+
+
+def test_train_writes_run_and_score_writes_outputs(run_dir, synth, tmp_path, capsys):
+    assert (run_dir / "best" / "model.safetensors").is_file() and (run_dir / "last" / "trainer_state.pt").is_file()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r["eval"] for r in rows if "eval" in r]
+    assert evals and {"auc", "kendall_tau", "top5_map"} <= set(evals[-1])
+    out = tmp_path / "scored"
+    code = main(["score", str(synth / "streams" / "s0000.mp4"), "--comments", str(synth / "streams" / "s0000.comments.jsonl"),
+                 "--checkpoint", str(run_dir), "--out", str(out), "--top-k", "2"])
+    assert code == 0, capsys.readouterr().err
+    data = json.loads((out / "scores.json").read_text())
+    assert data["step_seconds"] == 1.0 and len(data["scores"]) == 10
+    assert all(0.0 < s < 1.0 for s in data["scores"])
+    assert 1 <= len(data["highlights"]) <= 2 and set(data["highlights"][0]) == {"start", "end", "score"}
+    assert len(data["embedding"]) == 16 and abs(np.linalg.norm(data["embedding"]) - 1) < 1e-4
+    pred = json.loads((out / "predictions.jsonl").read_text())
+    assert pred["pred_saliency_scores"] == data["scores"]
+    assert (out / "highlights.png").stat().st_size > 1000 and (out / "scores.csv").is_file()
+
+
+def test_score_without_comments_and_without_audio(run_dir, tmp_path):
+    clip = tmp_path / "silent.mp4"
+    with av.open(str(clip), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
+        for i in range(40):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 6, np.uint8), format="rgb24")
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    res = score_clip(clip, run_dir, out_dir=tmp_path / "o")
+    assert len(res.scores) == 4 and np.isfinite(res.scores).all()
+    assert json.loads((tmp_path / "o" / "scores.json").read_text())["has_audio"] is False
+
+
+def test_score_errors_are_one_line_exit_2(run_dir, synth, tmp_path, capsys):
+    clip = str(synth / "streams" / "s0000.mp4")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"t": 1, "user_id": 1, "text": "ok"}\nnot json\n')
+    cases = [
+        ["score", clip, "--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "o")],
+        ["score", str(tmp_path / "missing.mp4"), "--checkpoint", str(run_dir), "--out", str(tmp_path / "o")],
+        ["score", clip, "--comments", str(bad), "--checkpoint", str(run_dir), "--out", str(tmp_path / "o")],
+    ]
+    for argv in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("mm-live: error:") and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "o").exists()  # nothing half-written
+    assert main(cases[2] + ["--skip-bad-lines"]) == 0
+
+
+def test_feature_route_trains_on_klive_logs(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for live in range(6):
+        for ts in range(24):
+            lvtr = float(rng.uniform(0, 1))
+            img = (rng.normal(size=6) + 2 * lvtr).round(4).tolist()
+            txt = rng.normal(size=4).round(4).tolist()
+            rows.append(f"{live}\t{ts}\t{lvtr:.4f}\t{json.dumps(img)}\t{json.dumps(txt)}\n")
+    log = tmp_path / "0_test_score_infer_output.log"
+    log.write_text("".join(rows))
+    res = train(log, tmp_path / "run", config=tiny_cfg(), route="features", dataset="klive", progress=False)
+    assert res.steps > 0 and res.best_metric is not None
+    model_meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert model_meta["route"] == "features" and model_meta["feature_dims"] == [6, 4]
+
+
+def test_hash_streamer_is_stable():
+    assert hash_streamer(None, 10) == 0
+    assert hash_streamer("abc", 1024) == hash_streamer("abc", 1024) != hash_streamer("abd", 1024)
