@@ -1,16 +1,37 @@
+import json
+
 from mm_live.cli import main
-from mm_live.pipelines.demo import run_demo
+from mm_live.config import Config
+from mm_live.pipelines.demo import DEMO_CONFIG, run_demo
+
+TINY = {
+    "media": {"frame_size": 64},
+    "encoders": {"frame": {"backbone": "tiny"}, "audio": {"backbone": "tiny"},
+                 "comment": {"backbone": "tiny", "max_comments_per_step": 4}},
+    "fusion": {"d": 32, "n_queries": 4, "n_layers": 1, "n_heads": 2, "d_emb": 16},
+    "quant": {"m": 4},
+    "highlight": {"d_model": 32, "n_layers": 1, "n_heads": 2},
+    "train": {"epochs": 1, "batch_size": 2, "eval_every": 2},
+}
 
 
-def test_demo_synthesises_decodes_and_reports(tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("MM_LIVE_REAL_DATA", raising=False)
-    rows = run_demo(tmp_path / "out", seed=1, streams=1, seconds=8.0)
-    assert [r["steps"] for r in rows] == [8]
-    assert rows[0]["frames"] == "8x1x3x224x224" and rows[0]["audio steps"] == "8/8"
-    inside, outside = map(float, rows[0]["ctr in/out hl"].split("/"))
-    assert inside > outside
-    assert "s0000" in capsys.readouterr().out
-    assert (tmp_path / "out" / "synth" / "manifest.jsonl").is_file()
+def test_demo_runs_the_whole_journey_on_a_tiny_config(tmp_path, capsys, monkeypatch, bigbuckbunny):
+    monkeypatch.setenv("MM_LIVE_REAL_DATA", str(bigbuckbunny.parents[1]))
+    res = run_demo(tmp_path / "out", seed=1, streams=4, seconds=8.0, config=Config.from_dict(TINY), progress=False)
+    assert set(res["metrics"]) == {"auc", "kendall_tau", "top5_map"}
+    assert set(res["outputs"]) == {"s0003", "bigbuckbunny"}  # the held-out stream and the real clip
+    for files in res["outputs"].values():
+        assert json.loads(files["scores.json"].read_text())["scores"]
+    out = capsys.readouterr().out
+    assert "held-out synthetic streams" in out and "planted highlights of s0003" in out
+    assert (tmp_path / "out" / "run" / "best" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["fusion"]["d"] == 32
+
+
+def test_demo_config_is_valid_and_uses_the_default_pretrained_encoders():
+    cfg = Config.from_dict(DEMO_CONFIG)
+    assert (cfg.encoders.frame.backbone, cfg.encoders.comment.backbone) == ("efficientnet-lite0", "minilm")
+    assert cfg.encoders.frame.lora.enabled and cfg.encoders.comment.lora.enabled
 
 
 def test_demo_cli_refuses_a_foreign_output_folder(tmp_path, capsys):
