@@ -8,6 +8,7 @@ User errors (:class:`~mm_live.errors.MMLiveError`) print one line and exit with 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -184,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before torch is imported: idle OpenMP workers otherwise spin and steal the cores that
+    # serial work (decoding, DTW, Python) needs; measured 5-10x slowdowns on 2 cores (bench_dtw).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach a model hub at run time
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -112,10 +112,13 @@ class ClipSteps(nn.Module):
 
     def forward(self, inputs: MultimodalInputs, index: torch.Tensor) -> StepFeatures:
         """inputs of N steps, index [S, T] into them -> :class:`StepFeatures`."""
-        toks = self.encoder.tokens(inputs)
+        return self.from_tokens(self.encoder.tokens(inputs), inputs.streamer, index)
+
+    def from_tokens(self, toks: list, streamer: torch.Tensor | None, index: torch.Tensor) -> StepFeatures:
+        """Modality tokens [frame, audio, comment] of N steps -> :class:`StepFeatures` (fusion + pooling)."""
         toks = [t if name in self.modalities else dataclasses.replace(t, mask=torch.zeros_like(t.mask))
                 for name, t in zip(MODALITIES, toks)]
-        fused = self.encoder.fusion(toks, inputs.streamer).queries.mean(1)  # [N, d]
+        fused = self.encoder.fusion(toks, streamer).queries.mean(1)  # [N, d]
         frame, _, comment = toks
         own = comment.mask & (comment.offsets == 0)  # comments posted inside the step itself
         text = _masked_mean(comment.tokens, own)
@@ -542,6 +545,15 @@ class ScoreResult:
     outputs: dict[str, Path]
 
 
+def _thumbnail(clip: Path, window: Any, scores: np.ndarray, step_starts: np.ndarray, step: float) -> tuple[float, np.ndarray]:
+    """The frame at the peak step of ``window``, decoded again (scoring keeps no frames: bounded memory)."""
+    inside = np.flatnonzero((step_starts >= window.start - 1e-6) & (step_starts < window.end - 1e-6))
+    k = int(inside[np.argmax(scores[inside])]) if len(inside) else int(np.searchsorted(step_starts, window.start))
+    t = float(step_starts[min(k, len(step_starts) - 1)])
+    frame = load_clip(clip, step_seconds=step, frames_per_step=1, frame_size=160, start=t, end=t + step).frames[0, 0]
+    return t, frame.permute(1, 2, 0).numpy()
+
+
 def load_model(checkpoint: str | Path) -> HighlightModel:
     """Rebuild a highlight model from a run directory (its ``best/``) or a checkpoint directory."""
     path = Path(checkpoint)
@@ -567,25 +579,29 @@ def score_clip(clip: str | Path, checkpoint: str | Path, *, comments: str | Path
     clip = Path(clip)
     model = model if model is not None else load_model(checkpoint)
     cfg = model.cfg
-    timings = {"decode": 0.0, "encode+fuse": 0.0, "temporal": 0.0, "write": 0.0}
+    timings = {"decode": 0.0, "prepare": 0.0, "encode": 0.0, "fuse": 0.0, "temporal": 0.0, "write": 0.0}
     info = probe(clip)
     log = read_comments(comments, skip_bad_lines=skip_bad_lines).comments if comments else []
     encoder: MultimodalEncoder = model.steps.encoder
     m = cfg.media
-    feats, starts, thumbs_src = [], [], []
+    feats, starts = [], []
     t0 = time.perf_counter()
     with torch.inference_mode():
         for part in iter_clip(clip, window_steps=window_steps, step_seconds=m.step_seconds, frames_per_step=m.frames_per_step,
                               frame_size=m.frame_size, sample_rate=m.sample_rate, keyframes_only=m.keyframes_only):
             t1 = time.perf_counter()
-            timings["decode"] += t1 - t0
             inputs = encoder.prepare(part, comment_bags(log, part, cfg))
-            index = torch.arange(part.num_steps)[None]
-            feats.append(model.steps(inputs, index))
+            t2 = time.perf_counter()
+            toks = encoder.tokens(inputs)
+            t3 = time.perf_counter()
+            feats.append(model.steps.from_tokens(toks, inputs.streamer, torch.arange(part.num_steps)[None]))
             starts.append(part.step_starts.numpy())
-            thumbs_src.append(part.frames[:, 0])
+            t4 = time.perf_counter()
+            timings["decode"] += t1 - t0
+            timings["prepare"] += t2 - t1
+            timings["encode"] += t3 - t2
+            timings["fuse"] += t4 - t3
             t0 = time.perf_counter()
-            timings["encode+fuse"] += t0 - t1
         if not feats:
             raise MediaError(f"{clip} is shorter than one step ({m.step_seconds} s): nothing to score")
         t1 = time.perf_counter()
@@ -598,14 +614,10 @@ def score_clip(clip: str | Path, checkpoint: str | Path, *, comments: str | Path
         timings["temporal"] = time.perf_counter() - t1
     step_starts = np.concatenate(starts)
     windows = highlight_windows(scores, m.step_seconds, top_k or cfg.highlight.top_k)
-    frames = torch.cat(thumbs_src)
     result = ScoreResult(clip, m.step_seconds, step_starts, scores, windows, out.embedding[0].numpy(), timings, {})
     if out_dir is not None:
         t2 = time.perf_counter()
-        thumbs = []
-        for w in windows[:4]:
-            k = int(np.clip(np.searchsorted(step_starts, w.start), 0, len(frames) - 1))
-            thumbs.append((float(step_starts[k]), frames[k].permute(1, 2, 0).numpy()))
+        thumbs = [_thumbnail(clip, w, scores, step_starts, m.step_seconds) for w in windows[:4]]
         result.outputs = write_score_outputs(out_dir, clip_name=clip.name, step_seconds=m.step_seconds,
                                              step_starts=step_starts, scores=scores, windows=windows,
                                              embedding=result.embedding, thumbnails=thumbs,
