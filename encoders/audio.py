@@ -13,7 +13,7 @@ import torch
 import torchaudio
 from torch import nn
 
-from mm_live.encoders.base import Encoder, Tokens, hf_family
+from mm_live.encoders.base import Encoder, Tokens, quiet_transformers, hf_family
 from mm_live.errors import ConfigError
 
 
@@ -51,14 +51,16 @@ def _load_hf_audio(path: Path) -> tuple[nn.Module, object, int]:
     """A local HF audio checkpoint -> (encoder module, feature extractor, width)."""
     from transformers import AutoFeatureExtractor, AutoModel
 
+    quiet_transformers()
+
     where = f"encoders.audio.backbone={str(path)!r}"
     try:
-        model = AutoModel.from_pretrained(str(path))
+        model = AutoModel.from_pretrained(str(path), local_files_only=True)
     except Exception as exc:  # OSError, ValueError, KeyError from transformers
         raise ConfigError(f"{where}: cannot load a Hugging Face audio model ({str(exc).splitlines()[0]}); "
                           "pass a directory saved with save_pretrained") from None
     try:
-        extractor = AutoFeatureExtractor.from_pretrained(str(path))
+        extractor = AutoFeatureExtractor.from_pretrained(str(path), local_files_only=True)
     except Exception:
         raise ConfigError(f"{where}: no feature extractor (preprocessor_config.json) next to the model; "
                           "save it with feature_extractor.save_pretrained(dir)") from None

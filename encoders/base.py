@@ -29,6 +29,14 @@ LORA_TARGETS: dict[str, list[str]] = {
 }
 
 
+def quiet_transformers() -> None:
+    """Silence transformers' per-load progress bars and warnings (one line per backbone load otherwise)."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
 def hf_family(model: nn.Module) -> str | None:
     """The :data:`LORA_TARGETS` family of a Hugging Face model, read from its attention layer names."""
     leaves = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mm_live.encoders.base import Encoder, Tokens, hf_family
+from mm_live.encoders.base import Encoder, Tokens, quiet_transformers, hf_family
 from mm_live.errors import ConfigError
 
 
@@ -47,6 +47,8 @@ def minilm_path() -> Path:
 
 def _load_hf_text(path: Path, where: str) -> tuple[nn.Module, object]:
     from transformers import AutoModel, AutoTokenizer
+
+    quiet_transformers()
 
     try:
         return (AutoModel.from_pretrained(str(path), local_files_only=True),
@@ -122,7 +124,13 @@ class CommentEncoder(Encoder):
         out = torch.zeros(b, k, self.dim, device=batch.input_ids.device, dtype=self.backbone.dtype)
         if batch.mask.any():
             ids, att = batch.input_ids[batch.mask], batch.attention_mask[batch.mask]  # [M, L]: all steps at once
-            hidden = self.backbone(input_ids=ids, attention_mask=att).last_hidden_state  # [M, L, dim]
+            # Overlapping look-back bags hold the same comment up to lookback/step times (and chat
+            # repeats "666"): encode each distinct tokenised comment once, then scatter back.
+            length = ids.shape[1]
+            rows, inverse = torch.unique(torch.cat([ids, att], 1), dim=0, return_inverse=True)
+            ids, att = rows[:, :length], rows[:, length:]
+            hidden = self.backbone(input_ids=ids, attention_mask=att).last_hidden_state  # [U, L, dim]
             w = att.unsqueeze(-1).to(hidden.dtype)
-            out = out.index_put((batch.mask,), (hidden * w).sum(1) / w.sum(1).clamp_min(1.0))
+            pooled = (hidden * w).sum(1) / w.sum(1).clamp_min(1.0)  # [U, dim]
+            out = out.index_put((batch.mask,), pooled[inverse])
         return Tokens(out, batch.mask, batch.offsets)

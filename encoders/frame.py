@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mm_live.encoders.base import Encoder, Tokens, freeze_batchnorm, hf_family
+from mm_live.encoders.base import Encoder, Tokens, quiet_transformers, freeze_batchnorm, hf_family
 from mm_live.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -78,8 +78,10 @@ def _load_hf_vision(path: Path) -> tuple[nn.Module, int, int | None, tuple, tupl
     """A local HF vision checkpoint -> (vision tower, width, input size or None, mean, std)."""
     from transformers import AutoModel
 
+    quiet_transformers()
+
     try:
-        model = AutoModel.from_pretrained(str(path))
+        model = AutoModel.from_pretrained(str(path), local_files_only=True)
     except Exception as exc:  # OSError, ValueError, KeyError from transformers
         raise ConfigError(f"encoders.frame.backbone={str(path)!r}: cannot load a Hugging Face vision model "
                           f"({str(exc).splitlines()[0]}); pass a directory saved with save_pretrained") from None

@@ -69,3 +69,17 @@ def apply_lora(
     encoder.backbone = inject_adapter_in_model(config, encoder.backbone)
     encoder._signature = None
     return encoder
+
+
+def merge_lora(module: nn.Module) -> int:
+    """Fold every LoRA adapter inside ``module`` into its base weight (peft ``LoraLayer.merge``) for
+    inference: scoring then runs the plain backbone, without the adapters' extra matmuls. Returns the
+    number of layers merged. Do not train or save the module afterwards (the adapters would count twice)."""
+    from peft.tuners.lora import LoraLayer
+
+    merged = 0
+    for layer in module.modules():
+        if isinstance(layer, LoraLayer) and not layer.merged:
+            layer.merge()
+            merged += 1
+    return merged

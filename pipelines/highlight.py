@@ -48,6 +48,7 @@ from mm_live.comments import Comment, lookback_bags, read_comments
 from mm_live.config import Config, load_config
 from mm_live.encoders.comment import CommentBatch
 from mm_live.errors import ConfigError, DataError, MediaError
+from mm_live.lora import merge_lora
 from mm_live.losses import highlight_loss
 from mm_live.media import Clip, load_clip, probe
 from mm_live.metrics import auc, kendall_tau, trapezoid_ap
@@ -545,17 +546,32 @@ class ScoreResult:
     outputs: dict[str, Path]
 
 
-def _thumbnail(clip: Path, window: Any, scores: np.ndarray, step_starts: np.ndarray, step: float) -> tuple[float, np.ndarray]:
-    """The frame at the peak step of ``window``, decoded again (scoring keeps no frames: bounded memory)."""
-    inside = np.flatnonzero((step_starts >= window.start - 1e-6) & (step_starts < window.end - 1e-6))
-    k = int(inside[np.argmax(scores[inside])]) if len(inside) else int(np.searchsorted(step_starts, window.start))
-    t = float(step_starts[min(k, len(step_starts) - 1)])
-    frame = load_clip(clip, step_seconds=step, frames_per_step=1, frame_size=160, start=t, end=t + step).frames[0, 0]
-    return t, frame.permute(1, 2, 0).numpy()
+def _thumbnails(clip: Path, windows: Sequence[Any], scores: np.ndarray, step_starts: np.ndarray,
+                width: int = 192) -> list[tuple[float, np.ndarray]]:
+    """The frame at the peak step of each window, decoded again with one PyAV open (scoring keeps no
+    frames, so memory stays bounded on long streams)."""
+    import av
+
+    times = []
+    for w in windows:
+        inside = np.flatnonzero((step_starts >= w.start - 1e-6) & (step_starts < w.end - 1e-6))
+        k = int(inside[np.argmax(scores[inside])]) if len(inside) else int(np.searchsorted(step_starts, w.start))
+        times.append(float(step_starts[min(k, len(step_starts) - 1)]))
+    out = []
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        height = max(2, round(width * stream.height / stream.width / 2) * 2)
+        for t in times:
+            container.seek(int(t / stream.time_base), stream=stream, backward=True)
+            frame = next((f for f in container.decode(stream) if f.time is not None and f.time >= t - 1e-3), None)
+            if frame is not None:
+                out.append((t, frame.reformat(width=width, height=height, format="rgb24").to_ndarray()))
+    return out
 
 
 def load_model(checkpoint: str | Path) -> HighlightModel:
-    """Rebuild a highlight model from a run directory (its ``best/``) or a checkpoint directory."""
+    """Rebuild a highlight model for inference from a run directory (its ``best/``) or a checkpoint
+    directory; LoRA adapters are merged into the backbones (do not train the result further)."""
     path = Path(checkpoint)
     if (path / "best").is_dir():
         path = path / "best"
@@ -566,17 +582,21 @@ def load_model(checkpoint: str | Path) -> HighlightModel:
         raise ConfigError(f"checkpoint {checkpoint} was trained on precomputed features; 'score' needs a clip-route model")
     model = build_model(ckpt.config, modalities=meta.get("modalities", MODALITIES), use_alignment=meta.get("use_alignment", True))
     load_weights(model, ckpt)
+    merge_lora(model)
     return model.eval()
 
 
 def score_clip(clip: str | Path, checkpoint: str | Path, *, comments: str | Path | None = None,
                out_dir: str | Path | None = None, top_k: int | None = None, streamer_id: str | None = None,
-               skip_bad_lines: bool = False, window_steps: int = 300, model: HighlightModel | None = None) -> ScoreResult:
+               skip_bad_lines: bool = False, window_steps: int = 300, encode_batch: int = 32,
+               model: HighlightModel | None = None) -> ScoreResult:
     """Score every step of ``clip`` and (with ``out_dir``) write scores.json/csv, highlights.png and
     predictions.jsonl. Works with no comments and on a clip without audio."""
     from mm_live.media import iter_clip
 
     clip = Path(clip)
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {top_k}")
     model = model if model is not None else load_model(checkpoint)
     cfg = model.cfg
     timings = {"decode": 0.0, "prepare": 0.0, "encode": 0.0, "fuse": 0.0, "temporal": 0.0, "write": 0.0}
@@ -592,15 +612,17 @@ def score_clip(clip: str | Path, checkpoint: str | Path, *, comments: str | Path
             t1 = time.perf_counter()
             inputs = encoder.prepare(part, comment_bags(log, part, cfg))
             t2 = time.perf_counter()
-            toks = encoder.tokens(inputs)
-            t3 = time.perf_counter()
-            feats.append(model.steps.from_tokens(toks, inputs.streamer, torch.arange(part.num_steps)[None]))
-            starts.append(part.step_starts.numpy())
-            t4 = time.perf_counter()
             timings["decode"] += t1 - t0
             timings["prepare"] += t2 - t1
-            timings["encode"] += t3 - t2
-            timings["fuse"] += t4 - t3
+            for a in range(0, len(inputs), encode_batch):  # cache-friendly batches of steps
+                chunk = inputs[a : a + encode_batch]
+                t2 = time.perf_counter()
+                toks = encoder.tokens(chunk)
+                t3 = time.perf_counter()
+                feats.append(model.steps.from_tokens(toks, chunk.streamer, torch.arange(len(chunk))[None]))
+                timings["encode"] += t3 - t2
+                timings["fuse"] += time.perf_counter() - t3
+            starts.append(part.step_starts.numpy())
             t0 = time.perf_counter()
         if not feats:
             raise MediaError(f"{clip} is shorter than one step ({m.step_seconds} s): nothing to score")
@@ -617,7 +639,7 @@ def score_clip(clip: str | Path, checkpoint: str | Path, *, comments: str | Path
     result = ScoreResult(clip, m.step_seconds, step_starts, scores, windows, out.embedding[0].numpy(), timings, {})
     if out_dir is not None:
         t2 = time.perf_counter()
-        thumbs = [_thumbnail(clip, w, scores, step_starts, m.step_seconds) for w in windows[:4]]
+        thumbs = _thumbnails(clip, windows[:4], scores, step_starts)
         result.outputs = write_score_outputs(out_dir, clip_name=clip.name, step_seconds=m.step_seconds,
                                              step_starts=step_starts, scores=scores, windows=windows,
                                              embedding=result.embedding, thumbnails=thumbs,

@@ -78,3 +78,16 @@ def test_tiny_deterministic_values():
 def test_unknown_backbone_is_a_config_error():
     with pytest.raises(ConfigError, match="encoders.comment.backbone"):
         CommentEncoder("no-such-model")
+
+
+def test_repeated_comments_of_overlapping_bags_are_encoded_once():
+    enc = CommentEncoder("tiny").eval()
+    seen = []
+    enc.backbone.register_forward_hook(lambda m, args, kwargs, out: seen.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    bags = [["a goal", "wow"], ["wow", "a goal", "666"], ["666"]]  # look-back bags share comments
+    with torch.no_grad():
+        tok = enc(enc.tokenize(bags))
+        alone = enc(enc.tokenize([["666"]]))
+    assert seen[0] == 3  # 6 slots, 3 distinct comments
+    torch.testing.assert_close(tok.tokens[0, 1], tok.tokens[1, 0])  # "wow" == "wow"
+    torch.testing.assert_close(tok.tokens[2, 0], alone.tokens[0, 0])

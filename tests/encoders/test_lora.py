@@ -34,3 +34,23 @@ def test_explicit_targets_freeze_everything_else():
 def test_lora_off_freezes_the_encoder_and_random_backbones_train_fully():
     assert apply_lora(_Stub("hf-q_proj"), enabled=False).frozen
     assert apply_lora(_Stub(None), enabled=True).parameter_counts()[0] == 4 * 4 + 4 + 4 * 3 + 3
+
+
+def test_merge_lora_keeps_outputs_and_removes_adapters_from_the_path():
+    import torch
+
+    from mm_live.encoders.comment import CommentEncoder
+    from mm_live.lora import apply_lora, merge_lora
+
+    torch.manual_seed(0)
+    enc = apply_lora(CommentEncoder("tiny"), r=4, where="t").eval()
+    for name, p in enc.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)  # non-zero adapters, so merging matters
+    batch = enc.tokenize([["a goal", "wow"], ["666"]])
+    with torch.no_grad():
+        before = enc(batch).tokens
+        assert merge_lora(enc) == 4  # query/value of 2 layers
+        after = enc(batch).tokens
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+    assert merge_lora(enc) == 0

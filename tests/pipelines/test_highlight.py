@@ -168,6 +168,7 @@ def test_score_errors_are_one_line_exit_2(run_dir, synth, tmp_path, capsys):
     cases = [
         ["score", clip, "--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "o")],
         ["score", str(tmp_path / "missing.mp4"), "--checkpoint", str(run_dir), "--out", str(tmp_path / "o")],
+        ["score", clip, "--checkpoint", str(run_dir), "--out", str(tmp_path / "o"), "--top-k", "0"],
         ["score", clip, "--comments", str(bad), "--checkpoint", str(run_dir), "--out", str(tmp_path / "o")],
     ]
     for argv in cases:
@@ -175,7 +176,7 @@ def test_score_errors_are_one_line_exit_2(run_dir, synth, tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("mm-live: error:") and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "o").exists()  # nothing half-written
-    assert main(cases[2] + ["--skip-bad-lines"]) == 0
+    assert main(cases[-1] + ["--skip-bad-lines"]) == 0
 
 
 def test_feature_route_trains_on_klive_logs(tmp_path):
