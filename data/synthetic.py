@@ -331,12 +331,15 @@ def render_frames(plan: StreamPlan, t: np.ndarray, width: int, height: int) -> n
     """
     n = len(t)
     ph = [float(p) for p in plan.phase]
-    tt = t.astype(np.float32)[:, None]  # [n, 1]
-    yy = np.arange(height, dtype=np.float32) / height  # [H]
-    xx = np.arange(width, dtype=np.float32) / width  # [W]
+    # float64 on purpose: a 1-ulp difference in a float32 sin (SIMD code paths can differ between
+    # runs) flips pixels sitting on a rounding boundary and breaks byte-identical output; in float64
+    # that window is ~1e-14 wide and is not hit in practice.
+    tt = t.astype(np.float64)[:, None]  # [n, 1]
+    yy = np.arange(height, dtype=np.float64) / height  # [H]
+    xx = np.arange(width, dtype=np.float64) / width  # [W]
     # Background: c0 + (c1 - c0) * g with g = 0.5 y + 0.25 + 0.25 sin(2π(x + 0.05 t)); the
     # scene-cut palette inside scene cuts.
-    pal = plan.palettes[plan.active("scene_cut", t).astype(int)].astype(np.float32)  # [n, 2, 3]
+    pal = plan.palettes[plan.active("scene_cut", t).astype(int)].astype(np.float64)  # [n, 2, 3]
     c0, d = pal[:, 0], pal[:, 1] - pal[:, 0]  # [n, 3]
     wave = 0.25 + 0.25 * np.sin(2 * np.pi * (xx[None, :] + 0.05 * tt))  # [n, W]
     rows = c0[:, None, :] + d[:, None, :] * (0.5 * yy)[None, :, None]  # [n, H, 3]
