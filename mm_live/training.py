@@ -210,7 +210,8 @@ class Trainer:
                 if step % tc.eval_every == 0 or done or interrupted:
                     last_eval = self._evaluate(step)
                     value = last_eval.get(self.metric)
-                    if value is not None and (best is None or (value > best if self.mode == "max" else value < best)):
+                    # ties go to the later (longer-trained) checkpoint
+                    if value is not None and (best is None or (value >= best if self.mode == "max" else value <= best)):
                         best, best_step = value, step
                         save_checkpoint(self.out_dir / "best", config=self.config, model=self.model, kind=self.kind,
                                         meta={"step": step, "metrics": last_eval})
