@@ -3,16 +3,9 @@ import json
 from mm_live.cli import main
 from mm_live.config import Config
 from mm_live.pipelines.demo import DEMO_CONFIG, run_demo
+from tiny_config import TINY as TINY_BASE
 
-TINY = {
-    "media": {"frame_size": 64},
-    "encoders": {"frame": {"backbone": "tiny"}, "audio": {"backbone": "tiny"},
-                 "comment": {"backbone": "tiny", "max_comments_per_step": 4}},
-    "fusion": {"d": 32, "n_queries": 4, "n_layers": 1, "n_heads": 2, "d_emb": 16},
-    "quant": {"m": 4},
-    "highlight": {"d_model": 32, "n_layers": 1, "n_heads": 2},
-    "train": {"epochs": 1, "batch_size": 2, "eval_every": 2},
-}
+TINY = {**TINY_BASE, "train": {"epochs": 1, "batch_size": 2, "eval_every": 2}}
 
 
 def test_demo_runs_the_whole_journey_on_a_tiny_config(tmp_path, capsys, monkeypatch, bigbuckbunny):
