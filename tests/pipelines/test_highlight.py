@@ -192,3 +192,25 @@ def test_feature_route_trains_on_klive_logs(tmp_path):
 def test_hash_streamer_is_stable():
     assert hash_streamer(None, 10) == 0
     assert hash_streamer("abc", 1024) == hash_streamer("abc", 1024) != hash_streamer("abd", 1024)
+
+
+def test_feature_route_trains_on_tvsum_with_a_feature_folder(real_data, bigbuckbunny, tmp_path, capsys):
+    from mm_live.data.tvsum import read_tvsum_jsonl
+
+    ann = real_data / "tvsum" / "tvsum_val_release.jsonl"
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    rng = np.random.default_rng(0)
+    for rec in read_tvsum_jsonl(ann):
+        np.savez(feats / f"{rec.video_id}.npz", features=rng.normal(size=(rec.n_steps, 12)).astype(np.float32))
+    assert main(["train", "highlight", "--dataset", "tvsum", "--data", str(ann), "--features", str(feats),
+                 "--out", str(tmp_path / "run"), "--epochs", "1"]) == 0
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert meta["route"] == "features" and meta["feature_dims"] == [12, 0]
+    capsys.readouterr()
+    assert main(["score", str(bigbuckbunny), "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "o")]) == 2
+    assert "trained on precomputed features" in capsys.readouterr().err
+    # a missing feature file is listed in one error
+    next(feats.iterdir()).unlink()
+    assert main(["train", "highlight", "--dataset", "tvsum", "--data", str(ann), "--features", str(feats),
+                 "--out", str(tmp_path / "run2"), "--epochs", "1"]) == 2
