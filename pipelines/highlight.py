@@ -597,11 +597,11 @@ def score_clip(clip: str | Path, checkpoint: str | Path, *, comments: str | Path
     clip = Path(clip)
     if top_k is not None and top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
+    info = probe(clip)  # bad inputs fail before the (slow) model load
+    log = read_comments(comments, skip_bad_lines=skip_bad_lines).comments if comments else []
     model = model if model is not None else load_model(checkpoint)
     cfg = model.cfg
     timings = {"decode": 0.0, "prepare": 0.0, "encode": 0.0, "fuse": 0.0, "temporal": 0.0, "write": 0.0}
-    info = probe(clip)
-    log = read_comments(comments, skip_bad_lines=skip_bad_lines).comments if comments else []
     encoder: MultimodalEncoder = model.steps.encoder
     m = cfg.media
     feats, starts = [], []
