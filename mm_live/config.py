@@ -114,7 +114,10 @@ class EncodersConfig:
     frame: FrameEncoderConfig = field(default_factory=FrameEncoderConfig)
     audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
     comment: CommentEncoderConfig = field(default_factory=CommentEncoderConfig)
-    cache_dir: str | None = None  # frozen-token cache (used when a backbone's LoRA is off)
+    cache_dir: str | None = None  # frozen-token cache on disk (used when a backbone's LoRA is off)
+    # Run the frozen layers below a backbone's first LoRA-adapted layer once per input and keep their
+    # output, so a training step runs only the adapted top (results are the same, tested).
+    frozen_prefix: bool = True
 
     def validate(self, p: str) -> None:
         self.frame.validate(f"{p}.frame")
