@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -40,38 +41,71 @@ def causal_bias(t: int, n_heads: int, lookback: int | None, device=None) -> torc
     return bias.masked_fill(~allowed, float("-inf"))
 
 
+class TemporalBlock(nn.Module):
+    """Pre-LN self-attention with an additive float bias, then an FFN.
+
+    Written out instead of ``nn.TransformerEncoderLayer`` because that layer's inference fast path
+    converts a float attention mask to a boolean one (every non-zero entry masked; pytorch issues
+    #107084, #118628): with ALiBi biases each step then attended only to itself in eval mode.
+    """
+
+    def __init__(self, d: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads, self.dropout = n_heads, dropout
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.out = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.ffn = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * d, d))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """x [B, T, d], bias [n_heads, T, T] (added to the attention logits; -inf masks) -> [B, T, d]."""
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[None], dropout_p=self.dropout if self.training else 0.0)
+        x = x + self.drop(self.out(a.transpose(1, 2).reshape(b, t, d)))
+        return x + self.drop(self.ffn(self.ln2(x)))
+
+
 class CausalTemporalTransformer(nn.Module):
-    """Pre-LN transformer encoder with a causal, look-back-limited ALiBi mask."""
+    """Pre-LN transformer with a causal, look-back-limited ALiBi mask."""
 
     def __init__(self, d_in: int, d_model: int, n_layers: int, n_heads: int, lookback: int | None, dropout: float = 0.0):
         super().__init__()
         self.n_heads, self.lookback, self.n_layers = n_heads, lookback, n_layers
         self.proj = nn.Linear(d_in, d_model)
-        layer = nn.TransformerEncoderLayer(d_model, n_heads, 4 * d_model, dropout, batch_first=True, norm_first=True, activation="gelu")
-        self.layers = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.layers = nn.ModuleList(TemporalBlock(d_model, n_heads, dropout) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x ``[B, T, d_in]`` (right-padded; causality keeps padding out of valid steps) → ``[B, T, d_model]``."""
-        b, t, _ = x.shape
-        mask = causal_bias(t, self.n_heads, self.lookback, x.device).to(x.dtype)
-        mask = mask.repeat(b, 1, 1)  # [B*H, T, T] as nn.MultiheadAttention expects
-        return self.norm(self.layers(self.proj(x), mask=mask))
+        bias = causal_bias(x.shape[1], self.n_heads, self.lookback, x.device).to(x.dtype)
+        h = self.proj(x)
+        for layer in self.layers:
+            h = layer(h, bias)
+        return self.norm(h)
 
     @property
     def receptive_field(self) -> int | None:
         """Steps of past input that can reach one output (None: unbounded)."""
         return None if self.lookback is None else self.n_layers * (self.lookback - 1) + 1
 
-    def stream(self, x: torch.Tensor, window: int = 256) -> torch.Tensor:
-        """Same as ``forward`` on one long stream ``[T, d_in]`` → ``[T, d_model]``, in windows of
-        ``window`` new steps each carrying just enough past context (bounded memory)."""
+    def stream(self, x: torch.Tensor, window: int = 256, context: int | None = None) -> torch.Tensor:
+        """One long stream ``[T, d_in]`` → ``[T, d_model]`` in chunks of ``window`` new steps (bounded memory).
+
+        Each chunk carries ``context`` past steps (default and at most: the receptive field, which
+        gives exactly ``forward``'s result). A smaller ``context`` caps how much past any output
+        sees — with an unbounded look-back this is what keeps a long stream from building a T×T
+        mask, and it keeps scoring within the context a model was trained on.
+        """
         rf = self.receptive_field
-        if rf is None or x.shape[0] <= window:
+        full = None if rf is None else rf - 1
+        ctx = full if context is None else (context if full is None else min(context, full))
+        t = x.shape[0]
+        if ctx is None or (t <= window and (t - 1 <= ctx or (full is not None and full <= ctx))):
             return self.forward(x[None])[0]
         outs = []
         for a in range(0, x.shape[0], window):
             b = min(a + window, x.shape[0])
-            c = max(0, a - (rf - 1))
+            c = max(0, a - ctx)
             outs.append(self.forward(x[None, c:b])[0, a - c :])
         return torch.cat(outs)

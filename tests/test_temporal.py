@@ -42,3 +42,18 @@ def test_mask_and_slopes():
     assert torch.isinf(b[0, 0, 1]) and torch.isinf(b[0, 3, 1]) and b[0, 3, 3] == 0
     assert b[0, 3, 2] == -alibi_slopes(2)[0]
     assert len(alibi_slopes(6)) == 6
+
+
+def test_eval_mode_attends_to_the_past_exactly_like_training_mode():
+    """Regression: nn.TransformerEncoderLayer's inference fast path dropped the float ALiBi mask
+    (each step attended only to itself in eval mode)."""
+    torch.manual_seed(0)
+    net = CausalTemporalTransformer(5, 16, 2, 2, lookback=None, dropout=0.0)
+    x = torch.randn(2, 12, 5)
+    with torch.no_grad():
+        train_out = net.train()(x)
+        eval_out = net.eval()(x)
+        torch.testing.assert_close(eval_out, train_out)
+        y = x.clone()
+        y[:, 0] += 5
+        assert (net(y) - eval_out).abs()[:, 5:].amax() > 1e-3  # step 0 reaches later steps
