@@ -58,12 +58,34 @@ def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> 
         fh.write("\n")
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Python's ``os`` module has no exchange-rename, so it is called through libc; returns False
+    where the call is unavailable (non-Linux, old kernels, filesystems without support).
+    """
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temporary directory next to ``path``; on success it replaces ``path``.
 
-    An existing ``path`` is moved aside first and deleted only after the new one is in place, so
-    at every moment either the old or the new complete directory exists under ``path``.
+    A new ``path`` appears with one rename. An existing one is swapped with the new directory in a
+    single atomic exchange (``renameat2``), so at every moment a complete directory, old or new,
+    stands at ``path``; the old one is deleted afterwards. Where the exchange is unavailable the
+    old directory is renamed aside first and a reader may, for that instant, find none: use
+    :func:`existing_dir` to read, which falls back to the set-aside copy.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,11 +96,26 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = None
-    if path.exists():
-        old = path.parent / f".{path.name}.old-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
+    if not path.exists():
+        os.replace(tmp, path)
+        return
+    if _exchange(tmp, path):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old directory
+        return
+    old = _aside(path)
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(path, old)
     os.replace(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _aside(path: Path) -> Path:
+    return path.parent / f".{path.name}.old"
+
+
+def existing_dir(path: str | os.PathLike) -> Path:
+    """``path``, or the copy :func:`atomic_dir` set aside while replacing it (non-exchange fallback)."""
+    path = Path(path)
+    if not path.exists() and _aside(path).is_dir():
+        return _aside(path)
+    return path

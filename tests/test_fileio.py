@@ -43,3 +43,37 @@ def test_outputs_get_the_usual_mode_not_0600(tmp_path):
         os.umask(mask)
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+
+
+def test_atomic_dir_replacement_never_leaves_the_path_missing(tmp_path, monkeypatch):
+    """While a directory is replaced, a reader always finds a complete old or new one at the path."""
+    import os
+
+    import mm_live.fileio as fileio
+
+    target = tmp_path / "ckpt"
+    with atomic_dir(target) as d:
+        (d / "v").write_text("old")
+    seen = []
+    real_replace = os.replace
+
+    def watching_replace(src, dst):
+        seen.append(target.is_dir() and (target / "v").is_file())
+        real_replace(src, dst)
+        seen.append(target.is_dir() and (target / "v").is_file())
+
+    monkeypatch.setattr(fileio.os, "replace", watching_replace)
+    real_exchange = fileio._exchange
+
+    def watching_exchange(a, b):
+        seen.append(target.is_dir())
+        ok = real_exchange(a, b)
+        seen.append(target.is_dir() and (target / "v").is_file())
+        return ok
+
+    monkeypatch.setattr(fileio, "_exchange", watching_exchange)
+    with atomic_dir(target) as d:
+        (d / "v").write_text("new")
+    assert seen and all(seen)
+    assert (target / "v").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
