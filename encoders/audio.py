@@ -2,7 +2,9 @@
 
 The mel transformer is randomly initialised and trained end to end (no LoRA); a Hugging Face
 checkpoint (AST, Whisper encoder, wav2vec2) is loaded by path with its own feature extractor and
-adapted with LoRA like the other pretrained backbones.
+adapted with LoRA like the other pretrained backbones. Neither has a frozen prefix (the mel
+transformer trains from its first layer; LoRA adapts every attention layer of an HF checkpoint);
+a frozen HF checkpoint (LoRA off) has its tokens computed once instead.
 """
 
 from __future__ import annotations

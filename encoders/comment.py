@@ -2,7 +2,8 @@
 
 One token per comment: the attention-masked mean of the backbone's last hidden states (the
 sentence-transformers pooling of all-MiniLM-L6-v2). Tokenisation happens in :meth:`CommentEncoder.tokenize`,
-outside ``forward``; all comments of all steps go through the backbone in one batch.
+outside ``forward``; the distinct comments of all steps go through the backbone together, in chunks
+of similar length.
 """
 
 from __future__ import annotations
@@ -63,7 +64,12 @@ class CommentEncoder(Encoder):
 
     backbone: "minilm" (all-MiniLM-L6-v2), "tiny" (a random 2-layer BERT of width ``tiny_dim`` with
     MiniLM's tokenizer) or a local HF text checkpoint directory (model + tokenizer).
+
+    No frozen prefix: the default LoRA adapts every layer's query/value, so only the embedding layer
+    is frozen, and its output (L x dim floats) is larger than the token ids and cheap to recompute.
     """
+
+    CHUNK = 128  # comments per backbone call in forward (similar lengths together)
 
     def __init__(self, backbone: str = "minilm", *, max_tokens: int = 32, max_comments_per_step: int = 16,
                  tiny_dim: int = 32):
@@ -86,6 +92,7 @@ class CommentEncoder(Encoder):
         else:
             raise ConfigError(f"{where}={backbone!r} is not 'minilm', 'tiny' or an existing local Hugging Face "
                               "text checkpoint directory")
+        self.tokenizer.padding_side = "right"  # forward cuts padding off the end of each length chunk
         self.dim = int(self.backbone.config.hidden_size)
         self.family = hf_family(self.backbone) or "unknown"
 
@@ -128,9 +135,25 @@ class CommentEncoder(Encoder):
             # repeats "666"): encode each distinct tokenised comment once, then scatter back.
             length = ids.shape[1]
             rows, inverse = torch.unique(torch.cat([ids, att], 1), dim=0, return_inverse=True)
-            ids, att = rows[:, :length], rows[:, length:]
-            hidden = self.backbone(input_ids=ids, attention_mask=att).last_hidden_state  # [U, L, dim]
-            w = att.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * w).sum(1) / w.sum(1).clamp_min(1.0)  # [U, dim]
+            pooled = self._pooled(rows[:, :length], rows[:, length:])  # [U, dim]
             out = out.index_put((batch.mask,), pooled[inverse])
         return Tokens(out, batch.mask, batch.offsets)
+
+    def _pooled(self, ids: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
+        """ids, att [U, L] (right-padded) -> masked-mean last hidden states [U, dim].
+
+        Comments are run in chunks of similar length, each cut to its own longest comment: a batch
+        padded to its longest comment spends most of its work on padding (chat lines are short;
+        QVHighlights-like queries average 14 of 32 tokens). Padding is masked out of attention and
+        pooling, so the result is the same; HF offers no packing for BERT-style encoders on CPU.
+        """
+        lengths = att.sum(1)
+        order = torch.argsort(lengths, stable=True)
+        parts = []
+        for idx in order.split(self.CHUNK):
+            n = max(int(lengths[idx].max()), 1)
+            a = att[idx, :n]
+            hidden = self.backbone(input_ids=ids[idx, :n], attention_mask=a).last_hidden_state  # [u, n, dim]
+            w = a.unsqueeze(-1).to(hidden.dtype)
+            parts.append((hidden * w).sum(1) / w.sum(1).clamp_min(1.0))
+        return torch.cat(parts)[torch.argsort(order)]

@@ -3,6 +3,13 @@
 Tokens are the spatial positions of the backbone's last feature map, for every frame of a step:
 EfficientNet-Lite0 at 224 px gives 7x7 positions of its 1280-d head features per frame; a ViT/CLIP/
 SigLIP tower gives its last hidden states (CLS + patches). A step with F frames has F * positions tokens.
+
+The conv backbones are chains of stages (EfficientNet: stem, 16 MBConv blocks, head), so the frozen
+stages below the first LoRA-adapted one can run once per frame (:meth:`FrameEncoder.frozen_prefix`)
+and a training step runs only the adapted top (:meth:`FrameEncoder.forward_from_prefix`). With the
+default LoRA on blocks 10-15 the prefix is the stem and blocks 0-9: its output at 224 px is
+112x14x14 floats per frame, 7x smaller than the normalised frame. HF towers are not split: LoRA sits
+on every layer's attention, and their patch embedding alone is cheap and larger than the pixels.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mm_live.encoders.base import Encoder, Tokens, quiet_transformers, freeze_batchnorm, hf_family
+from mm_live.encoders.base import Encoder, Tokens, evaluating, quiet_transformers, freeze_batchnorm, hf_family
 from mm_live.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -37,7 +44,12 @@ def _plain_pointwise_convs(module: nn.Module) -> None:
 
 
 class EfficientNetFeatures(nn.Module):
-    """EfficientNet-Lite0 without its classifier: [B, 3, H, W] -> head features [B, 1280, H/32, W/32]."""
+    """EfficientNet-Lite0 without its classifier: [B, 3, H, W] -> head features [B, 1280, H/32, W/32].
+
+    Stages: 0 = stem, 1..16 = MBConv blocks 0..15, 17 = head; ``forward(x, start, stop)`` runs
+    stages ``start..stop-1`` (the package's ``extract_features``, including its per-block
+    drop-connect rate, which only acts when the backbone is in training mode).
+    """
 
     def __init__(self, pretrained: bool = True):
         super().__init__()
@@ -53,12 +65,29 @@ class EfficientNetFeatures(nn.Module):
         _plain_pointwise_convs(net)
         self.net = net
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.extract_features(x)
+    def stages(self) -> list[list[nn.Module]]:
+        net = self.net
+        return [[net._conv_stem, net._bn0], *([b] for b in net._blocks), [net._conv_head, net._bn1]]
+
+    def forward(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """x [B, C, H, W] at stage ``start`` -> output of stage ``stop - 1`` (default: all 18 stages)."""
+        net, n = self.net, len(self.net._blocks)
+        for i in range(start, n + 2 if stop is None else stop):
+            if i == 0:
+                x = net._swish(net._bn0(net._conv_stem(x)))
+            elif i <= n:
+                rate = net._global_params.drop_connect_rate
+                x = net._blocks[i - 1](x, drop_connect_rate=rate * (i - 1) / n if rate else rate)
+            else:
+                x = net._swish(net._bn1(net._conv_head(x)))
+        return x
 
 
 class TinyConv(nn.Module):
-    """A small random conv net for tests: [B, 3, H, W] -> [B, dim, H/4, W/4]."""
+    """A small random conv net for tests: [B, 3, H, W] -> [B, dim, H/4, W/4].
+
+    Stages: conv1+bn1, conv2+bn2, conv3 (``forward(x, start, stop)`` as for EfficientNet).
+    """
 
     def __init__(self, dim: int):
         super().__init__()
@@ -68,10 +97,18 @@ class TinyConv(nn.Module):
         self.bn2 = nn.BatchNorm2d(dim)
         self.conv3 = nn.Conv2d(dim, dim, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = F.relu(self.bn2(self.conv2(x)))
-        return self.conv3(x)
+    def stages(self) -> list[list[nn.Module]]:
+        return [[self.conv1, self.bn1], [self.conv2, self.bn2], [self.conv3]]
+
+    def forward(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        stop = 3 if stop is None else stop
+        if start <= 0 < stop:
+            x = F.relu(self.bn1(self.conv1(x)))
+        if start <= 1 < stop:
+            x = F.relu(self.bn2(self.conv2(x)))
+        if start <= 2 < stop:
+            x = self.conv3(x)
+        return x
 
 
 def _load_hf_vision(path: Path) -> tuple[nn.Module, int, int | None, tuple, tuple]:
@@ -147,13 +184,41 @@ class FrameEncoder(Encoder):
 
     def forward(self, pixels: torch.Tensor) -> Tokens:
         """pixels [B, F, 3, H, W] (from :meth:`preprocess`) -> Tokens [B, F * positions, dim], all present."""
-        b, f = pixels.shape[:2]
-        x = pixels.reshape(b * f, *pixels.shape[2:])
         if self.kind == "conv":
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            fmap = self.backbone(x)  # [B*F, dim, h, w]
-            tok = fmap.flatten(2).transpose(1, 2)  # [B*F, h*w, dim]
-        else:
-            tok = self.backbone(pixel_values=x).last_hidden_state  # [B*F, L, dim]
+            return self._run(pixels, 0)
+        b, f = pixels.shape[:2]
+        tok = self.backbone(pixel_values=pixels.reshape(b * f, *pixels.shape[2:])).last_hidden_state  # [B*F, L, dim]
+        return Tokens.full(tok.reshape(b, f * tok.shape[1], self.dim))
+
+    def backbone_stages(self) -> list[list[nn.Module]]:
+        return self.backbone.stages() if self.kind == "conv" else []
+
+    @torch.no_grad()
+    def frozen_prefix(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels [B, F, 3, H, W] -> output of the frozen stages [B, F, C, h, w] (eval mode, no autograd)."""
+        k = self.prefix_stages()
+        if k == 0:
+            return super().frozen_prefix(pixels)
+        b, f = pixels.shape[:2]
+        with evaluating(self):
+            h = self.backbone(self._flat(pixels), stop=k)
+        return h.reshape(b, f, *h.shape[1:])
+
+    def forward_from_prefix(self, h: torch.Tensor) -> Tokens:
+        """h [B, F, C, h, w] from :meth:`frozen_prefix` -> Tokens [B, F * positions, dim] (the adapted stages only)."""
+        k = self.prefix_stages()
+        if k == 0:
+            return super().forward_from_prefix(h)
+        return self._run(h, k)
+
+    def _flat(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, F, C, H, W] -> [B*F, C, H, W], channels_last when the backbone is."""
+        x = x.reshape(-1, *x.shape[2:])
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _run(self, x: torch.Tensor, start: int) -> Tokens:
+        """[B, F, ...] at conv stage ``start`` -> Tokens of the last feature map [B, F * h * w, dim]."""
+        b, f = x.shape[:2]
+        fmap = self.backbone(self._flat(x), start=start)  # [B*F, dim, h, w]
+        tok = fmap.flatten(2).transpose(1, 2)  # [B*F, h*w, dim]
         return Tokens.full(tok.reshape(b, f * tok.shape[1], self.dim))

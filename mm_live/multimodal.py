@@ -1,8 +1,12 @@
 """MultimodalEncoder: frame, audio and comment encoders (+LoRA) feeding the Fusion-Q-Former.
 
 ``prepare(clip, bags)`` does the non-module work for a batch of steps (normalisation, resampling and
-log-mel, tokenisation, frozen-token cache look-ups); ``forward(inputs)`` runs the encoders and the
-fusion on tensors, batched over steps, and is usable under ``torch.inference_mode()``.
+log-mel, tokenisation) and computes, once, what the frozen parts of the encoders produce (eval mode,
+no autograd, a bounded number of steps at a time): the tokens of a fully frozen encoder and the
+frozen prefix of a LoRA-adapted one (EfficientNet's stem and blocks 0-9 below the adapters of
+blocks 10-15). ``forward(inputs)`` then runs only what trains, plus the fusion, on tensors batched
+over steps, and is usable under ``torch.inference_mode()``. With a disk cache (``encoders.cache_dir``)
+both kinds of precomputed outputs are stored and reused across runs.
 """
 
 from __future__ import annotations
@@ -10,9 +14,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mm_live.config import Config, LoraSettings
@@ -26,42 +31,86 @@ from mm_live.lora import apply_lora
 from mm_live.token_cache import TokenCache, content_hash
 
 MODALITIES = ("frame", "audio", "comment")
+# Salts every disk-cache entry: files written before frozen outputs were computed in eval mode
+# (dropout baked in) must never be read back.
+CACHE_VERSION = "eval-v2"
+
+
+def _map(x: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``fn`` applied to every tensor of a nest of dataclasses, dicts and tensors (None stays None)."""
+    if x is None or isinstance(x, torch.Tensor):
+        return None if x is None else fn(x)
+    if isinstance(x, dict):
+        return {k: _map(v, fn) for k, v in x.items()}
+    return type(x)(**{f.name: _map(getattr(x, f.name), fn) for f in dataclasses.fields(x)})
+
+
+def _cat(xs: Sequence[Any], pad: bool = False) -> Any:
+    """Concatenate same-structured nests along dim 0; ``pad``: zero-pad the other dims to the largest."""
+    x0 = xs[0]
+    if x0 is None or any(x is None for x in xs):
+        if any(x is not None for x in xs):
+            raise ValueError("cannot concatenate inputs prepared differently (a field is missing in some)")
+        return None
+    if isinstance(x0, torch.Tensor):
+        if pad:
+            size = [max(x.shape[d] for x in xs) for d in range(x0.dim())]
+            xs = [F.pad(x, [w for d in reversed(range(1, x.dim())) for w in (0, size[d] - x.shape[d])]) for x in xs]
+        return torch.cat(list(xs))
+    if isinstance(x0, dict):
+        if any(x.keys() != x0.keys() for x in xs):
+            raise ValueError(f"cannot concatenate inputs prepared differently: keys {[sorted(x) for x in xs]}")
+        return {k: _cat([x[k] for x in xs], pad) for k in x0}
+    return type(x0)(**{f.name: _cat([getattr(x, f.name) for x in xs], pad) for f in dataclasses.fields(x0)})
 
 
 @dataclass
 class MultimodalInputs:
-    """Prepared inputs of B steps.
+    """Prepared inputs of B steps (every tensor has the steps as its first dim).
 
-    frames:    [B, F, 3, H, W] float, normalised for the frame encoder
-    audio:     audio encoder features, each [B, ...] (``{"mel": [B, n_mels, frames]}`` for the mel transformer)
+    frames:    [B, F, 3, H, W] float, normalised for the frame encoder; None when the frame
+               encoder's tokens or frozen prefix were precomputed (``cached`` / ``prefix``)
+    audio:     audio encoder features, each [B, ...] (``{"mel": [B, n_mels, frames]}`` for the mel
+               transformer); {} when the audio tokens are in ``cached``
     has_audio: [B] bool; False masks the step's audio tokens
     comments:  CommentBatch [B, K, L]
     streamer:  optional [B, streamer_dim] streamer embedding u
-    cached:    tokens of frozen encoders read from the cache, by modality name (skip the backbone)
+    cached:    tokens of fully frozen encoders, by modality name (the backbone is skipped)
+    prefix:    output of a LoRA-adapted encoder's frozen prefix, by modality name (frame:
+               [B, F, C, h, w]); only the adapted stages run on it
     """
 
-    frames: torch.Tensor
+    frames: torch.Tensor | None
     audio: dict[str, torch.Tensor]
     has_audio: torch.Tensor
     comments: CommentBatch
     streamer: torch.Tensor | None = None
     cached: dict[str, Tokens] = field(default_factory=dict)
+    prefix: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.has_audio.shape[0])
 
     def __getitem__(self, index: slice) -> "MultimodalInputs":
-        """Steps ``index`` (a slice) of the batch."""
-        return MultimodalInputs(
-            self.frames[index], {k: v[index] for k, v in self.audio.items()}, self.has_audio[index],
-            self.comments[index], None if self.streamer is None else self.streamer[index],
-            {k: Tokens(t.tokens[index], t.mask[index], t.offsets[index]) for k, t in self.cached.items()})
+        """Steps ``index`` (a slice) of the batch (views, no copy)."""
+        return _map(self, lambda t: t[index])
+
+    def take(self, index: torch.Tensor) -> "MultimodalInputs":
+        """Steps ``index`` ([N] long, any order, repeats allowed) of the batch, copied."""
+        return _map(self, lambda t: t.index_select(0, index.to(t.device)))
 
     def to(self, device: torch.device | str) -> "MultimodalInputs":
-        return MultimodalInputs(
-            self.frames.to(device), {k: v.to(device) for k, v in self.audio.items()}, self.has_audio.to(device),
-            self.comments.to(device), None if self.streamer is None else self.streamer.to(device),
-            {k: t.to(device) for k, t in self.cached.items()})
+        return _map(self, lambda t: t.to(device))
+
+    @classmethod
+    def cat(cls, parts: Sequence["MultimodalInputs"]) -> "MultimodalInputs":
+        """Concatenate prepared inputs along steps. Comment slots and token lengths, and the token
+        counts of cached tokens, are zero-padded to the largest (zeros are masked); every other field
+        must have the same shape in all parts (the same model and media settings prepared them)."""
+        if not parts:
+            raise ValueError("MultimodalInputs.cat needs at least one part")
+        return cls(**{f.name: _cat([getattr(p, f.name) for p in parts], pad=f.name in ("comments", "cached"))
+                      for f in dataclasses.fields(cls)})
 
 
 def _lora_kwargs(settings: LoraSettings) -> dict[str, Any]:
@@ -83,13 +132,19 @@ def _texts_and_offsets(bag: Sequence[Any], step_end: float, step_seconds: float)
 
 
 class MultimodalEncoder(nn.Module):
-    """Encoders + Fusion-Q-Former: one fused output per step."""
+    """Encoders + Fusion-Q-Former: one fused output per step.
+
+    frozen_prefix: ``prepare`` precomputes the frozen parts (see the module docstring); off, every
+    encoder runs in ``forward`` (frozen tokens are still read from ``cache`` when there is one).
+    precompute_steps: steps per chunk when precomputing (bounds the memory of the float frames and
+    activations that are never held all at once).
+    """
 
     def __init__(self, frame: FrameEncoder, audio: AudioEncoder, comment: CommentEncoder, fusion: FusionQFormer,
-                 *, cache: TokenCache | None = None):
+                 *, cache: TokenCache | None = None, frozen_prefix: bool = True, precompute_steps: int = 64):
         super().__init__()
         self.frame, self.audio, self.comment, self.fusion = frame, audio, comment, fusion
-        self.cache = cache
+        self.cache, self.frozen_prefix, self.precompute_steps = cache, frozen_prefix, precompute_steps
 
     @classmethod
     def from_config(cls, cfg: Config) -> "MultimodalEncoder":
@@ -106,7 +161,8 @@ class MultimodalEncoder(nn.Module):
                                             tiny_dim=e.comment.tiny_dim),
                              **_lora_kwargs(e.comment.lora), where="encoders.comment.lora")
         fusion = FusionQFormer([frame.dim, audio.dim, comment.dim], **dataclasses.asdict(cfg.fusion))
-        return cls(frame, audio, comment, fusion, cache=TokenCache(e.cache_dir) if e.cache_dir else None)
+        return cls(frame, audio, comment, fusion, cache=TokenCache(e.cache_dir) if e.cache_dir else None,
+                   frozen_prefix=e.frozen_prefix)
 
     def encoders(self) -> dict[str, Encoder]:
         return {"frame": self.frame, "audio": self.audio, "comment": self.comment}
@@ -116,7 +172,9 @@ class MultimodalEncoder(nn.Module):
         """A ``mm_live.media.Clip`` (T steps) and T comment bags -> :class:`MultimodalInputs` of B = T steps.
 
         ``bags[t]`` holds texts or ``Comment`` objects (their ``t`` gives the step offset inside the
-        look-back window). With a cache, the tokens of frozen encoders come from (or go to) disk.
+        look-back window). Frozen outputs are computed here in eval mode whatever the model's mode:
+        with ``frozen_prefix``, the tokens of frozen encoders (``cached``) and the frozen prefix of
+        adapted ones (``prefix``; the float frames are then not kept); with a cache, from or to disk.
         """
         n = int(clip.frames.shape[0])
         if len(bags) != n:
@@ -125,40 +183,72 @@ class MultimodalEncoder(nn.Module):
         ends = clip.step_starts.double() + clip.step_seconds
         pairs = [_texts_and_offsets(bag, float(end), clip.step_seconds) for bag, end in zip(bags, ends)]
         inputs = MultimodalInputs(
-            frames=self.frame.preprocess(clip.frames),
+            frames=None,
             audio=self.audio.preprocess(clip.audio, clip.sample_rate),
             has_audio=clip.has_audio.bool(),
             comments=self.comment.tokenize([t for t, _ in pairs], [o for _, o in pairs]),
             streamer=streamer,
         )
-        if self.cache is not None:
-            inputs.cached = self.cached_tokens(inputs)
+        for name, enc in self.encoders().items():
+            if enc.frozen and (self.frozen_prefix or self.cache is not None):
+                inputs.cached[name] = self._precompute(name, enc, clip, inputs, prefix=False)
+            elif self.frozen_prefix and enc.prefix_stages() > 0:
+                inputs.prefix[name] = self._precompute(name, enc, clip, inputs, prefix=True)
+        if "frame" not in inputs.cached and "frame" not in inputs.prefix:
+            inputs.frames = self.frame.preprocess(clip.frames)
+        if "audio" in inputs.cached:
+            inputs.audio = {}
         return inputs
 
-    def cached_tokens(self, inputs: MultimodalInputs) -> dict[str, Tokens]:
-        """Tokens of every frozen encoder, from the cache or computed once and stored."""
-        assert self.cache is not None
-        out = {}
-        for name, enc in self.encoders().items():
-            if not enc.frozen:
-                continue
-            x = self._encoder_input(name, inputs)
-            parts = [x[k] for k in sorted(x)] if isinstance(x, dict) else (
-                [x.input_ids, x.attention_mask, x.mask, x.offsets] if isinstance(x, CommentBatch) else [x])
-            out[name] = self.cache.get_or_compute(enc, content_hash(name, *parts), lambda e=enc, x=x: e(x))
-        return out
+    def _precompute(self, name: str, enc: Encoder, clip: Any, inputs: MultimodalInputs, *, prefix: bool) -> Any:
+        """Frozen tokens (``prefix`` False: Tokens) or frozen-prefix output (a tensor) of encoder ``name``
+        for all steps, ``precompute_steps`` at a time, from the disk cache when there is one."""
+        fn = enc.frozen_prefix if prefix else enc.frozen_tokens
+        n, step = len(inputs), self.precompute_steps
+
+        def chunk(a: int) -> Any:  # the encoder's input for steps a .. a+step-1
+            if name == "frame":  # preprocessed per chunk: the float frames of all steps are never held
+                return self.frame.preprocess(clip.frames[a : a + step])
+            return self._encoder_input(name, inputs[a : a + step])
+
+        def compute() -> Any:
+            return _cat([fn(chunk(a)) for a in range(0, max(n, 1), step)])
+
+        if self.cache is None:
+            return compute()
+        source = [clip.frames, self.frame.mean, self.frame.std] if name == "frame" else \
+            _leaves(self._encoder_input(name, inputs))
+        what = "prefix" if prefix else "tokens"
+        content = content_hash(CACHE_VERSION, name, what, *source)
+        key = enc.prefix_signature() if prefix else enc.signature()
+        meta = {"encoder": type(enc).__name__, "what": what, **{k: str(v) for k, v in enc.spec.items()}}
+        if prefix:
+            return self.cache.get_or_compute(key, content, lambda: {"prefix": compute()}, meta)["prefix"].to(self.frame.mean.device)
+        stored = self.cache.get_or_compute(key, content, lambda: _fields(compute()), meta)
+        return Tokens(**{k: v.to(self.frame.mean.device) for k, v in stored.items()})
 
     @staticmethod
     def _encoder_input(name: str, inputs: MultimodalInputs) -> Any:
-        return {"frame": inputs.frames, "audio": inputs.audio, "comment": inputs.comments}[name]
+        x = {"frame": inputs.frames, "audio": inputs.audio, "comment": inputs.comments}[name]
+        if x is None:
+            raise ValueError(f"these inputs hold no {name} input for the {name} encoder (prepared with its frozen "
+                             "part precomputed by a model split differently); prepare them with this model")
+        return x
 
     # -- module work -----------------------------------------------------------------------
     def tokens(self, inputs: MultimodalInputs) -> list[Tokens]:
-        """Modality tokens [frame, audio, comment], each [B, N_m, d_m]; audio masked where ``has_audio`` is False."""
+        """Modality tokens [frame, audio, comment], each [B, N_m, d_m]; audio masked where ``has_audio`` is False.
+
+        Precomputed parts are used as they are: cached tokens skip their encoder, a frozen prefix
+        runs only the encoder's adapted stages.
+        """
         out = []
         for name, enc in self.encoders().items():
-            tok = inputs.cached.get(name)
-            if tok is None:
+            if name in inputs.cached:
+                tok = inputs.cached[name]
+            elif name in inputs.prefix:
+                tok = enc.forward_from_prefix(inputs.prefix[name])
+            else:
                 tok = enc(self._encoder_input(name, inputs))
             if name == "audio":
                 tok = Tokens(tok.tokens, tok.mask & inputs.has_audio.to(tok.mask.device).unsqueeze(1), tok.offsets)
@@ -179,3 +269,16 @@ class MultimodalEncoder(nn.Module):
         finally:
             self.train(was_training)
         return FusionOutput(torch.cat([o.queries for o in outs]), torch.cat([o.embedding for o in outs]))
+
+
+def _fields(x: Any) -> dict[str, torch.Tensor]:
+    """A dataclass of tensors as a dict (``dataclasses.asdict`` would deep-copy the tensors)."""
+    return {f.name: getattr(x, f.name) for f in dataclasses.fields(x)}
+
+
+def _leaves(x: Any) -> list[torch.Tensor]:
+    """Every tensor of a nest of dataclasses, dicts (in key order) and tensors."""
+    if isinstance(x, torch.Tensor):
+        return [x]
+    items = sorted(x.items()) if isinstance(x, dict) else _fields(x).items()
+    return [t for _, v in items for t in _leaves(v)]

@@ -1,10 +1,13 @@
-"""Frozen-token cache: the output tokens of a frozen encoder (LoRA off), on disk.
+"""Frozen-output cache: what frozen encoder parts compute, on disk.
 
-Repeated epochs and long behaviour histories (EM3) then pass only through the trainable parts.
-A file is ``<root>/<encoder signature>/<content hash>.safetensors`` holding ``tokens``, ``mask`` and
-``offsets``. The encoder signature hashes the encoder's construction arguments and weights, so a
-config or weight change lands in another directory (invalidation); the content hash covers the
-exact prepared inputs (so also the sampling parameters that produced them). Writes are atomic.
+Two kinds of entries, both computed in eval mode without autograd: the tokens of a fully frozen
+encoder (LoRA off) and the frozen prefix of a LoRA-adapted encoder (the stages below its first
+adapted layer). Repeated epochs, runs and long behaviour histories (EM3) then pass only through the
+trainable parts. A file is ``<root>/<key>/<content hash>.safetensors`` holding named tensors. The
+key is the encoder's signature (:meth:`Encoder.signature` for tokens, :meth:`Encoder.prefix_signature`
+for a prefix: construction arguments, weights, and for a prefix the split point), so a config,
+weight or split change lands in another directory (invalidation); the content hash covers the exact
+inputs (so also the sampling parameters that produced them). Writes are atomic.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from mm_live.encoders.base import Encoder, Tokens
 from mm_live.fileio import atomic_path
 
 
@@ -36,37 +38,35 @@ def content_hash(*parts: torch.Tensor | str) -> str:
 
 
 class TokenCache:
-    """Cached :class:`Tokens` of frozen encoders under ``root``."""
+    """Named tensors of frozen encoder outputs under ``root``, by (key, content hash)."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
-    def path(self, encoder: Encoder, content: str) -> Path:
-        return self.root / encoder.signature() / f"{content}.safetensors"
+    def path(self, key: str, content: str) -> Path:
+        return self.root / key / f"{content}.safetensors"
 
-    def load(self, encoder: Encoder, content: str) -> Tokens | None:
-        """Cached tokens, or None on a miss (a missing or unreadable file)."""
-        path = self.path(encoder, content)
+    def load(self, key: str, content: str) -> dict[str, torch.Tensor] | None:
+        """The cached tensors, or None on a miss (a missing or unreadable file)."""
+        path = self.path(key, content)
         if not path.is_file():
             return None
         try:
-            t = load_file(str(path))
-            return Tokens(t["tokens"], t["mask"], t["offsets"])
-        except (SafetensorError, KeyError, OSError):
+            return load_file(str(path))
+        except (SafetensorError, OSError):
             return None  # a damaged file is recomputed and overwritten
 
-    def save(self, encoder: Encoder, content: str, tokens: Tokens) -> None:
-        data = {"tokens": tokens.tokens, "mask": tokens.mask, "offsets": tokens.offsets}
-        with atomic_path(self.path(encoder, content)) as tmp:
-            save_file({k: v.detach().cpu().contiguous() for k, v in data.items()}, str(tmp),
-                      metadata={"encoder": type(encoder).__name__, **{k: str(v) for k, v in encoder.spec.items()}})
+    def save(self, key: str, content: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+        with atomic_path(self.path(key, content)) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
-    def get_or_compute(self, encoder: Encoder, content: str, compute: Callable[[], Tokens]) -> Tokens:
-        """Tokens for ``content`` from disk, or from ``compute()`` (run without autograd) and stored."""
-        cached = self.load(encoder, content)
+    def get_or_compute(self, key: str, content: str, compute: Callable[[], dict[str, torch.Tensor]],
+                       metadata: dict[str, str] | None = None) -> dict[str, torch.Tensor]:
+        """Tensors for ``content`` from disk, or from ``compute()`` (run without autograd) and stored."""
+        cached = self.load(key, content)
         if cached is not None:
             return cached
         with torch.no_grad():
-            tokens = compute()
-        self.save(encoder, content, tokens)
-        return tokens
+            tensors = compute()
+        self.save(key, content, tensors, metadata)
+        return tensors

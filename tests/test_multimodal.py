@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import runpy
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -7,7 +9,7 @@ import torch
 
 from mm_live.config import Config
 from mm_live.errors import CommentsError
-from mm_live.multimodal import MultimodalEncoder
+from mm_live.multimodal import MultimodalEncoder, MultimodalInputs
 
 RATE = 8000
 
@@ -45,15 +47,84 @@ BAGS = [["hello there", "nice"], [], ["wow"]]
 
 
 def test_prepare_forward_shapes_and_inference_mode():
-    m = model()
+    m = model(**{"encoders.frozen_prefix": False})
     inputs = m.prepare(fake_clip(), BAGS)
-    assert inputs.frames.shape == (3, 2, 3, 32, 32) and inputs.frames.dtype == torch.float32
+    assert inputs.frames.shape == (3, 2, 3, 32, 32) and inputs.frames.dtype == torch.float32 and not inputs.prefix
     assert inputs.comments.mask.tolist() == [[True, True], [False, False], [True, False]]
     with torch.no_grad():
         out = m(inputs)
     assert out.queries.shape == (3, 4, 16) and out.embedding.shape == (3, 8)
     scored = m.embed(inputs, batch_size=2)  # inference_mode, chunked over steps
     torch.testing.assert_close(scored.embedding, out.embedding, atol=1e-5, rtol=1e-5)
+
+
+def test_frozen_prefix_replaces_the_float_frames_and_gives_the_same_output():
+    m = model()  # LoRA on the tiny conv's conv2/conv3: the prefix is conv1 + bn1 (8 channels at 16x16)
+    inputs = m.prepare(fake_clip(), BAGS)
+    assert inputs.frames is None and set(inputs.prefix) == {"frame"} and not inputs.cached
+    assert inputs.prefix["frame"].shape == (3, 2, 8, 16, 16)
+    m.frozen_prefix = False
+    full = m.prepare(fake_clip(), BAGS)
+    assert inputs.prefix["frame"].numel() < full.frames.numel()  # 4096 vs 6144 floats per step here
+    with torch.no_grad():
+        torch.testing.assert_close(m(inputs).queries, m(full).queries, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(m.embed(inputs, batch_size=2).embedding, m.embed(full).embedding, rtol=1e-6, atol=1e-6)
+
+
+def _tiny_highlight_config() -> Config:
+    """tests/pipelines/tiny_config.py's TINY (frame backbone "tiny", LoRA on conv2/conv3)."""
+    return Config.from_dict(runpy.run_path(str(Path(__file__).parent / "pipelines" / "tiny_config.py"))["TINY"])
+
+
+def _loss_and_grads(frozen_prefix: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One training forward/backward of the TINY encoders + fusion with non-zero LoRA B, LoRA dropout on."""
+    torch.manual_seed(0)
+    cfg = _tiny_highlight_config().replace(**{"encoders.frozen_prefix": frozen_prefix, "media.sample_rate": RATE})
+    m = MultimodalEncoder.from_config(cfg).train()
+    for name, p in m.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)  # B = 0 would make every LoRA A gradient zero
+    inputs = m.prepare(fake_clip(steps=4), BAGS + [["late one"]])
+    assert bool(inputs.prefix) == frozen_prefix
+    torch.manual_seed(1)  # the same LoRA dropout masks on both paths
+    pooled = m(inputs).queries.mean(1)  # [B, d]
+    loss = (pooled @ torch.linspace(-1, 1, pooled.shape[1])).square().mean()
+    loss.backward()
+    return loss.detach(), {n: p.grad for n, p in m.named_parameters() if p.requires_grad}
+
+
+def test_prefix_path_has_the_loss_and_gradients_of_the_full_path():
+    loss, grads = _loss_and_grads(frozen_prefix=True)
+    ref_loss, ref_grads = _loss_and_grads(frozen_prefix=False)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-6, atol=0)
+    lora = [n for n in grads if "lora_" in n]
+    assert grads.keys() == ref_grads.keys() and any(n.startswith("frame.") for n in lora) and len(lora) == 12
+    assert all(grads[n] is not None and grads[n].abs().sum() > 0 for n in lora)
+    for name, g in grads.items():
+        if g is None:  # (the fusion's embedding head is not in this loss)
+            assert ref_grads[name] is None, name
+        else:
+            torch.testing.assert_close(g, ref_grads[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_inputs_cat_take_and_slices_keep_every_step():
+    m = model(**{"encoders.comment.lora.enabled": False})  # comment tokens cached, frame prefix, mel features
+    a = m.prepare(fake_clip(seed=1), BAGS)
+    b = m.prepare(fake_clip(steps=2, seed=2), [["a much longer comment than any other here", "x", "y"], []])
+    assert a.comments.mask.shape[1] == 2 and b.comments.mask.shape[1] == 3  # slots and lengths differ
+    both = MultimodalInputs.cat([a, b])
+    assert len(both) == 5 and both.comments.input_ids.shape[1:] == (3, b.comments.input_ids.shape[2])
+    with torch.no_grad():
+        parts = torch.cat([m(a).queries, m(b).queries])
+        torch.testing.assert_close(m(both).queries, parts, rtol=1e-5, atol=1e-6)  # zero padding is masked
+        order = torch.tensor([4, 0, 0, 2])
+        torch.testing.assert_close(m(both.take(order)).queries, parts[order], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(m(both[1:4]).queries, parts[1:4], rtol=1e-5, atol=1e-6)
+    moved = both.to("cpu")
+    assert moved.frames is None and set(moved.prefix) == {"frame"} and set(moved.cached) == {"comment"}
+    m.frozen_prefix = False
+    with pytest.raises(ValueError, match="prepared differently"):
+        MultimodalInputs.cat([a, m.prepare(fake_clip(), BAGS)])
 
 
 def test_one_backward_reaches_lora_queries_fusion_but_not_backbones():

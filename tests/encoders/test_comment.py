@@ -91,3 +91,35 @@ def test_repeated_comments_of_overlapping_bags_are_encoded_once():
     assert seen[0] == 3  # 6 slots, 3 distinct comments
     torch.testing.assert_close(tok.tokens[0, 1], tok.tokens[1, 0])  # "wow" == "wow"
     torch.testing.assert_close(tok.tokens[2, 0], alone.tokens[0, 0])
+
+
+def test_length_chunks_cut_padding_and_give_the_same_tokens(monkeypatch):
+    torch.manual_seed(0)
+    enc = CommentEncoder("tiny").eval()
+    bags = [["a", "a much longer comment with many more words in it"], ["mid length one", "b"], ["wow such goal"]]
+    batch = enc.tokenize(bags)
+    with torch.no_grad():
+        whole = enc(batch).tokens
+        seen = []
+        enc.backbone.register_forward_hook(lambda m, args, kwargs, out: seen.append(tuple(kwargs["input_ids"].shape)),
+                                           with_kwargs=True)
+        monkeypatch.setattr(CommentEncoder, "CHUNK", 2)
+        chunked = enc(batch).tokens
+    assert seen[0][0] == 2 and seen[0][1] < batch.input_ids.shape[-1] == seen[-1][1]  # shortest first, cut to length
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_training_mode_keeps_the_frozen_backbone_deterministic_but_not_lora_dropout():
+    """BERT's own dropout is off in the frozen backbone; the LoRA adapters' dropout still acts."""
+    torch.manual_seed(0)
+    batch = CommentEncoder("tiny").tokenize([["a great goal"], ["what a save", "666"]])
+    for dropout, same in ((0.0, True), (0.5, False)):
+        torch.manual_seed(0)
+        enc = apply_lora(CommentEncoder("tiny"), r=4, alpha=8, dropout=dropout)
+        for name, p in enc.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.5)
+        with torch.no_grad():
+            ref = enc.eval()(batch).tokens
+            trained = enc.train()(batch).tokens
+        assert torch.allclose(trained, ref, rtol=1e-5, atol=1e-6) == same, dropout

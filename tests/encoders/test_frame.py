@@ -105,3 +105,53 @@ def test_no_matching_lora_target_names_backbone_and_modules():
 def test_unknown_backbone_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="encoders.frame.backbone"):
         FrameEncoder(str(tmp_path / "missing"))
+
+
+def test_efficientnet_prefix_stops_below_the_first_lora_layer(efficientnet):
+    assert len(efficientnet.backbone_stages()) == 18  # stem, 16 MBConv blocks, head
+    assert efficientnet.prefix_stages() == 11  # LoRA on blocks 10-15: the stem and blocks 0-9 are frozen
+    moved = apply_lora(FrameEncoder("efficientnet-lite0"), target_modules=["_blocks.13._project_conv"], r=2)
+    assert moved.prefix_stages() == 14  # read from where peft put the adapters
+    assert apply_lora(FrameEncoder("tiny"), enabled=False).prefix_stages() == 3  # frozen: the whole backbone
+
+
+def test_efficientnet_prefix_path_has_the_loss_and_lora_gradients_of_the_full_path():
+    torch.manual_seed(0)
+    enc = apply_lora(FrameEncoder("efficientnet-lite0"), r=4, alpha=8, dropout=0.1).train()
+    for name, p in enc.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)  # B = 0 would make every LoRA A gradient zero
+    x = enc.preprocess(_frames(2, 1, 96))  # 2 steps of 1 frame at 96 px: 3x3 positions
+    h = enc.frozen_prefix(x)
+    assert h.shape == (2, 1, 112, 6, 6) and not h.requires_grad and enc.training
+
+    def loss_and_grads(run):
+        torch.manual_seed(1)  # the same LoRA dropout masks on both paths
+        tok = run().tokens  # [2, 9, 1280]
+        loss = (tok @ torch.linspace(-1, 1, 1280)).square().mean()
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in enc.named_parameters() if p.requires_grad}
+        enc.zero_grad(set_to_none=True)
+        return loss.detach(), grads
+
+    loss, grads = loss_and_grads(lambda: enc.forward_from_prefix(h))
+    ref_loss, ref_grads = loss_and_grads(lambda: enc(x))
+    assert len(grads) == 24 and all(g.abs().sum() > 0 for g in grads.values())  # A and B of 12 convs
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-6, atol=0)
+    for name, g in grads.items():
+        torch.testing.assert_close(g, ref_grads[name], rtol=1e-5, atol=1e-8, msg=name)
+
+
+def test_frozen_backbone_has_no_stochastic_depth_in_training_mode(efficientnet):
+    """EfficientNet's drop-connect (blocks 1-15) is off in the frozen backbone; BN statistics stay fixed."""
+    x = efficientnet.preprocess(_frames(2, 1, 64, seed=3))
+    with torch.no_grad():
+        ref = efficientnet(x).tokens
+        efficientnet.train()
+        try:
+            torch.manual_seed(0)
+            trained, backbone_training = efficientnet(x).tokens, efficientnet.backbone.training
+        finally:
+            efficientnet.eval()
+    torch.testing.assert_close(trained, ref, rtol=0, atol=0)
+    assert backbone_training is False  # the frozen backbone is held in eval mode
