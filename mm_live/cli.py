@@ -17,11 +17,11 @@ from mm_live.errors import MMLiveError
 
 # Subcommands whose library side has not landed yet, with the issue that builds them.
 _NOT_BUILT = {
-    "train gifting": "the gifting (MMBee) issue",
-    "train em3": "the EM3 ranking issue",
     "export-index": "the retrieval/export issue (product quantization + FAISS)",
     "search": "the retrieval/export issue (product quantization + FAISS)",
 }
+# Tasks `mm-live train` knows; each is the pipeline module mm_live.pipelines.<name> (see mm_live.tasks).
+_TASKS = ("highlight", "gifting", "em3")
 
 
 class _NotBuilt(MMLiveError):
@@ -48,15 +48,15 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    if args.pipeline != "highlight":
-        return _not_built(f"train {args.pipeline}")(args)
-    from mm_live.pipelines.highlight import train
+    from mm_live.runs import train
+    from mm_live.tasks import get_task
 
-    route = "features" if args.dataset else "clips"
-    result = train(args.data, args.out, config=args.config, epochs=args.epochs, seed=args.seed, resume=args.resume,
-                   route=route, dataset=args.dataset, features=args.features)
+    task = get_task(args.pipeline)
+    options = {"dataset": args.dataset, "features": args.features} if args.dataset else {}
+    result = train(args.pipeline, args.data, args.out, config=args.config, resume=args.resume, device=args.device,
+                   overrides={"train.epochs": args.epochs, "train.seed": args.seed}, **options)
     best = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"
-    print(f"trained {result.steps} steps; best held-out AUC {best} at step {result.best_step}")
+    print(f"trained {result.steps} steps; best held-out {task.metric} {best} at step {result.best_step}")
     print(f"checkpoints: {result.out_dir}/best  {result.out_dir}/last   log: {result.out_dir}/metrics.jsonl")
     return 0
 
@@ -65,7 +65,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from mm_live.pipelines.highlight import score_clip
 
     res = score_clip(args.clip, args.checkpoint, comments=args.comments, out_dir=args.out, top_k=args.top_k,
-                     streamer_id=args.streamer_id, skip_bad_lines=args.skip_bad_lines)
+                     streamer_id=args.streamer_id, skip_bad_lines=args.skip_bad_lines, device=args.device)
     total = sum(res.timings.values())
     dur = len(res.scores) * res.step_seconds
     print(f"scored {len(res.scores)} steps of {res.clip.name} in {total:.1f} s ({dur / max(total, 1e-9):.1f}x real time)")
@@ -110,19 +110,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "train",
-        help="train a pipeline (highlight; gifting and em3 not built yet)",
+        help="train a pipeline (highlight, gifting, em3)",
         description="Train the highlight CTR model. Clip route: --data is an own-logs manifest (JSONL; "
         "lines with \"split\": \"test\" are held out, else every 4th stream). Feature route: --dataset names "
         "the reader of the annotation file --data and --features the per-video feature folder (KLive logs "
         "carry their own features). Writes RUN_DIR/best, RUN_DIR/last and RUN_DIR/metrics.jsonl.",
     )
-    s.add_argument("pipeline", choices=["highlight", "gifting", "em3"])
+    s.add_argument("pipeline", choices=_TASKS)
     s.add_argument("--data", required=True, type=Path, help="own-logs manifest, or the annotation file with --dataset")
     s.add_argument("--out", required=True, type=Path, help="run directory (created)")
     s.add_argument("--config", type=Path, help="JSON/YAML config (defaults otherwise)")
     s.add_argument("--epochs", type=int, help="override train.epochs")
     s.add_argument("--seed", type=int, help="override train.seed")
-    s.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last (same config)")
+    s.add_argument("--resume", action="store_true",
+                   help="continue from RUN_DIR/last; refused unless config and data shapes are the same")
+    s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default auto)")
     s.add_argument("--dataset", choices=["klive", "qvhighlights", "tvsum", "youtube_highlights"],
                    help="train on precomputed features of this dataset (feature route)")
     s.add_argument("--features", type=Path, help="folder of per-video .npz/.npy features (feature route)")
@@ -141,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-k", type=int, help="highlight windows to report (default: highlight.top_k)")
     s.add_argument("--streamer-id", help="streamer id for the streamer embedding")
     s.add_argument("--skip-bad-lines", action="store_true", help="skip malformed comment lines instead of failing")
+    s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default auto)")
     s.set_defaults(func=_cmd_score)
 
     s = sub.add_parser(

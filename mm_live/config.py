@@ -28,6 +28,32 @@ def _choice(default: str, *choices: str, open_ended: str | None = None):
 # ----------------------------------------------------------------------------- sections
 
 
+MODALITIES = ("frame", "audio", "comment")
+
+
+@dataclass
+class TaskConfig:
+    """What a run is: the task and the parts of the model that depend on the data it was built for.
+
+    Saved with every checkpoint so a run rebuilds its own model (:func:`mm_live.runs.load_run`).
+    """
+
+    name: str = _choice("highlight", "highlight", "gifting", "em3")
+    route: str = _choice("clips", "clips", "features")  # clips: encoders end to end; features: precomputed
+    modalities: list[str] = field(default_factory=lambda: list(MODALITIES))  # what the model may see
+    feature_dims: list[int] | None = None  # features route: [video_dim, text_dim] (text_dim 0: none)
+
+    def validate(self, p: str) -> None:
+        unknown = [m for m in self.modalities if m not in MODALITIES]
+        if unknown or "frame" not in self.modalities or len(set(self.modalities)) != len(self.modalities):
+            raise ConfigError(f"{p}.modalities must list 'frame' and optionally 'audio', 'comment' once each, "
+                              f"got {self.modalities}")
+        if self.route == "features":
+            if self.feature_dims is None or len(self.feature_dims) != 2 or self.feature_dims[0] < 1 or self.feature_dims[1] < 0:
+                raise ConfigError(f"{p}.feature_dims must be [video_dim >= 1, text_dim >= 0] for the features route, "
+                                  f"got {self.feature_dims}")
+
+
 @dataclass
 class MediaConfig:
     """How a clip is cut into steps and sampled."""
@@ -164,10 +190,12 @@ class HighlightConfig:
     dtw_gamma: float = 0.1
     n_negatives: int = 7  # permuted text orders per stream in the alignment loss
     realign: bool = True  # hard-DTW re-alignment of comment embeddings (score t then sees comments up to t + max_comment_lag)
+    alignment: bool = True  # False: no alignment loss and no re-alignment (the ablation)
+    window_steps: int = 64  # steps per training window; scoring never gives a step more past context than this
     top_k: int = 5  # highlight windows reported by `score`
 
     def validate(self, p: str) -> None:
-        for name in ("d_model", "n_layers", "n_heads", "n_streamers", "n_negatives", "top_k"):
+        for name in ("d_model", "n_layers", "n_heads", "n_streamers", "n_negatives", "top_k", "window_steps"):
             _positive(getattr(self, name), f"{p}.{name}")
         _divides(self.n_heads, self.d_model, f"{p}.n_heads", f"{p}.d_model")
         if self.lookback_steps is not None:
@@ -238,8 +266,10 @@ class TrainConfig:
     grad_accum: int = 1
     eval_every: int = 50
     seed: int = 0
-    amp: bool = True  # mixed precision, CUDA only (ignored on CPU)
-    num_workers: int = 0
+    amp: bool = True  # bf16 autocast, CUDA only (ignored on CPU)
+    num_workers: int = 0  # DataLoader worker processes that decode and prepare windows
+    threads: int = 0  # torch intra-op threads (0: torch's default, one per core)
+    cache_mb: int = 1024  # prepared training windows kept in memory (LRU); the rest is decoded again
 
     def validate(self, p: str) -> None:
         _positive(self.lr, f"{p}.lr")
@@ -249,12 +279,15 @@ class TrainConfig:
             _positive(getattr(self, name), f"{p}.{name}")
         _in_range(self.grad_clip, f"{p}.grad_clip", 0.0, 1e9)
         _in_range(self.num_workers, f"{p}.num_workers", 0, 256)
+        _in_range(self.threads, f"{p}.threads", 0, 4096)
+        _in_range(self.cache_mb, f"{p}.cache_mb", 0, 1 << 24)
 
 
 @dataclass
 class Config:
     """Everything a run needs; saved as ``config.json`` inside every checkpoint."""
 
+    task: TaskConfig = field(default_factory=TaskConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     encoders: EncodersConfig = field(default_factory=EncodersConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
@@ -297,6 +330,15 @@ class Config:
                 raise ConfigError(f"unknown config field '{key}': allowed here are {sorted(node)}")
             node[leaf] = value
         return Config.from_dict(d)
+
+    def diff(self, other: "Config") -> list[str]:
+        """Dotted fields whose values differ between ``self`` and ``other`` (sorted)."""
+        def walk(a: Any, b: Any, path: str) -> list[str]:
+            if isinstance(a, dict) and isinstance(b, dict):
+                return [d for k in sorted(set(a) | set(b)) for d in walk(a.get(k), b.get(k), _join(path, k))]
+            return [] if a == b else [path]
+
+        return walk(self.to_dict(), other.to_dict(), "")
 
     def hash(self) -> str:
         """Stable short hash of the whole config (index sidecars, caches)."""

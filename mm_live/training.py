@@ -1,7 +1,8 @@
 """The trainer shared by every pipeline.
 
-Config-driven (:class:`~mm_live.config.TrainConfig`): AdamW, linear warm-up then cosine decay,
-gradient clipping and accumulation, AMP on CUDA only, evaluation every ``eval_every`` optimizer
+Config-driven (:class:`~mm_live.config.TrainConfig`): AdamW (weight decay on weight matrices only,
+nanoGPT's grouping), linear warm-up then cosine decay, gradient clipping and accumulation, bf16
+autocast on CUDA only, evaluation every ``eval_every`` optimizer
 steps, ``best/`` and ``last/`` checkpoints (atomic, safetensors, no pickle on load), a
 ``metrics.jsonl`` log and a tqdm bar. Resume is exact: the same seed plus ``resume=True`` ends
 with the same weights as an uninterrupted run, because
@@ -30,6 +31,10 @@ from torch import nn
 from mm_live.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from mm_live.config import Config
 from mm_live.errors import CheckpointError
+from mm_live.runtime import autocast
+
+# Config fields that change how a run computes, not what it computes: they may differ on --resume.
+RUNTIME_FIELDS = ("train.threads", "train.num_workers", "train.cache_mb", "encoders.cache_dir")
 
 
 @dataclass
@@ -49,7 +54,7 @@ class BatchSource(Protocol):
 
     def __len__(self) -> int: ...
 
-    def epoch(self, epoch: int, seed: int) -> Iterator[Any]: ...
+    def epoch(self, epoch: int, seed: int, skip: int = 0) -> Iterator[Any]: ...
 
 
 class ShuffledBatches:
@@ -61,12 +66,51 @@ class ShuffledBatches:
     def __len__(self) -> int:
         return math.ceil(len(self.examples) / self.batch_size)
 
-    def epoch(self, epoch: int, seed: int) -> Iterator[Any]:
+    def epoch(self, epoch: int, seed: int, skip: int = 0) -> Iterator[Any]:
         order = np.arange(len(self.examples))
         if self.shuffle:
             order = np.random.default_rng([seed, epoch]).permutation(len(self.examples))
-        for start in range(0, len(order), self.batch_size):
+        for start in range(skip * self.batch_size, len(order), self.batch_size):
             yield self.collate([self.examples[i] for i in order[start : start + self.batch_size]])
+
+
+class LoaderBatches:
+    """A :class:`BatchSource` over a map-style ``torch.utils.data.Dataset`` through a DataLoader.
+
+    The order of an epoch is a permutation drawn from ``(seed, epoch)`` alone, so resume regenerates
+    it; ``skip`` batches already consumed are not loaded at all. ``num_workers`` processes decode
+    and prepare examples in parallel (each keeps its own cache inside the dataset).
+    """
+
+    def __init__(self, dataset: Any, batch_size: int, collate: Callable[[list[Any]], Any], *, num_workers: int = 0,
+                 shuffle: bool = True):
+        self.dataset, self.batch_size, self.collate = dataset, batch_size, collate
+        self.num_workers, self.shuffle = num_workers, shuffle
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.dataset) / self.batch_size)
+
+    def epoch(self, epoch: int, seed: int, skip: int = 0) -> Iterator[Any]:
+        from torch.utils.data import DataLoader
+
+        n = len(self.dataset)
+        order = np.random.default_rng([seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        batches = [order[i : i + self.batch_size].tolist() for i in range(0, n, self.batch_size)][skip:]
+        if not batches:
+            return iter(())
+        return iter(DataLoader(self.dataset, batch_sampler=batches, collate_fn=self.collate,
+                               num_workers=self.num_workers, persistent_workers=False))
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on weight matrices/kernels; none on biases, norms and embeddings (nanoGPT)."""
+    no_decay_modules = (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
+    skip = {id(p) for m in model.modules() if isinstance(m, no_decay_modules) for p in m.parameters(recurse=False)}
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 and id(p) not in skip else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 @dataclass
@@ -137,15 +181,13 @@ class Trainer:
         tc = config.train
         self.steps_per_epoch = math.ceil(len(train_data) / tc.grad_accum)
         self.total_steps = self.steps_per_epoch * tc.epochs if max_steps is None else max_steps
-        params = [p for p in model.parameters() if p.requires_grad]
-        if not params:
+        if not any(p.requires_grad for p in model.parameters()):
             raise CheckpointError("the model has no trainable parameters: enable LoRA or unfreeze a part")
-        self.optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+        self.optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: warmup_cosine(s, warmup=tc.warmup_steps, total=self.total_steps)
         )
         self.use_amp = tc.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
 
     # ------------------------------------------------------------------------------------
     def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
@@ -154,17 +196,13 @@ class Trainer:
         tc = self.config.train
         self.model.to(self.device)
         step, epoch, micro_done, best, best_step = 0, 0, 0, None, None
-        if resume and (self.out_dir / "last").is_dir():
-            ckpt = load_checkpoint(self.out_dir / "last", kind=self.kind, with_state=True)
-            if ckpt.config.hash() != self.config.hash():
-                raise CheckpointError(
-                    f"cannot resume {self.out_dir}: it was trained with another config; use a new --out or the same config"
-                )
+        if resume:
+            ckpt = self._resume_checkpoint()
             load_weights(self.model, ckpt)
+            self.model.to(self.device)
             st = ckpt.trainer_state
             self.optimizer.load_state_dict(st["optimizer"])
             self.scheduler.load_state_dict(st["scheduler"])
-            self.scaler.load_state_dict(st["scaler"])
             step, epoch, micro_done = st["step"], st["epoch"], st["micro_done"]
             best, best_step = st["best"], st["best_step"]
             _set_rng_state(st["rng"])
@@ -178,25 +216,21 @@ class Trainer:
         t0 = time.perf_counter()
         self.model.train()
         while step < self.total_steps and epoch < tc.epochs:
-            batches = self.train_data.epoch(epoch, tc.seed)
-            for _ in range(micro_done):  # exact resume: skip what the interrupted run consumed
-                next(batches, None)
+            batches = self._epoch_batches(epoch, micro_done)  # exact resume: skip what was consumed
             micro = micro_done
             accum_parts: dict[str, float] = {}
             for batch in batches:
-                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+                with autocast(self.device, self.use_amp):
                     out = self.model.training_step(_to_device(batch, self.device))
-                self.scaler.scale(out.loss / tc.grad_accum).backward()
+                (out.loss / tc.grad_accum).backward()
                 for k, v in {"loss": float(out.loss.detach()), **out.parts}.items():
                     accum_parts[k] = accum_parts.get(k, 0.0) + v / tc.grad_accum
                 micro += 1
                 last_in_epoch = micro == len(self.train_data)
                 if micro % tc.grad_accum and not last_in_epoch:
                     continue
-                self.scaler.unscale_(self.optimizer)
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)) if tc.grad_clip > 0 else 0.0
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
+                self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scheduler.step()
                 step += 1
@@ -218,7 +252,7 @@ class Trainer:
                     state = {"step": step, "epoch": epoch if not last_in_epoch else epoch + 1,
                              "micro_done": micro if not last_in_epoch else 0, "best": best, "best_step": best_step,
                              "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                             "scaler": self.scaler.state_dict(), "rng": _rng_state()}
+                             "rng": _rng_state()}
                     save_checkpoint(self.out_dir / "last", config=self.config, model=self.model, kind=self.kind,
                                     meta={"step": step, "metrics": last_eval}, trainer_state=state)
                 if done or interrupted:
@@ -232,6 +266,29 @@ class Trainer:
         return TrainResult(self.out_dir, step, best, best_step, last_eval)
 
     # ------------------------------------------------------------------------------------
+    def _resume_checkpoint(self):
+        """``out_dir/last`` with its trainer state, refused unless it was made by this very setup."""
+        last = self.out_dir / "last"
+        if not last.is_dir():
+            raise CheckpointError(f"cannot resume: {last} does not exist (no run was started in {self.out_dir}); "
+                                  "drop --resume to start a new run")
+        ckpt = load_checkpoint(last, kind=self.kind, with_state=True)
+        differ = [f for f in ckpt.config.diff(self.config) if f not in RUNTIME_FIELDS]
+        if differ:
+            shown = ", ".join(differ[:4]) + (f" (+{len(differ) - 4} more)" if len(differ) > 4 else "")
+            raise CheckpointError(f"cannot resume {self.out_dir}: it was trained with other settings ({shown}); "
+                                  "use the same config and data, or a new --out")
+        return ckpt
+
+    def _epoch_batches(self, epoch: int, skip: int) -> Iterator[Any]:
+        try:
+            return self.train_data.epoch(epoch, self.config.train.seed, skip=skip)
+        except TypeError:  # a BatchSource without ``skip``: consume and drop the first batches
+            batches = self.train_data.epoch(epoch, self.config.train.seed)
+            for _ in range(skip):
+                next(batches, None)
+            return batches
+
     def _evaluate(self, step: int) -> dict[str, float]:
         if self.evaluate is None:
             return {}

@@ -39,7 +39,8 @@ def _real_clip() -> Path | None:
 def run_demo(out_dir: str | Path = "demo_out", seed: int = 0, streams: int = 12, seconds: float = 24.0,
              config: Config | None = None, progress: bool = True) -> dict:
     """Run the demo into ``out_dir``; return ``{"metrics": ..., "outputs": {...}}``."""
-    from mm_live.pipelines.highlight import evaluate_examples, load_model, score_clip, train, clip_examples
+    from mm_live.data.windows import window_datasets
+    from mm_live.pipelines.highlight import evaluate, load_model, score_clip, train
 
     out_dir = Path(out_dir)
     cfg = config or Config.from_dict(DEMO_CONFIG).replace(**{"train.seed": seed})
@@ -54,8 +55,8 @@ def run_demo(out_dir: str | Path = "demo_out", seed: int = 0, streams: int = 12,
 
     print("\n[3/4] evaluating the best checkpoint on the held-out streams ...")
     model = load_model(out_dir / "run")
-    held_out = clip_examples(summary.manifest, model.cfg, model.steps.encoder, split="test", progress=False)
-    metrics = evaluate_examples(model, held_out)
+    _, held_out = window_datasets(summary.manifest, model.cfg, model.steps.encoder, progress=False)
+    metrics = evaluate(model, held_out, next(model.parameters()).device)
 
     print("\n[4/4] scoring clips ...")
     test_ids = [json.loads(line)["stream_id"] for line in summary.manifest.read_text().splitlines()
@@ -69,7 +70,7 @@ def run_demo(out_dir: str | Path = "demo_out", seed: int = 0, streams: int = 12,
     if real is not None:
         outputs[real.stem] = score_clip(real, out_dir / "run", model=model, out_dir=out_dir / "scored" / real.stem)
 
-    print(f"\nheld-out synthetic streams ({len(held_out)} streams, {sum(len(e.labels) for e in held_out)} steps), "
+    print(f"\nheld-out synthetic streams ({len(held_out.streams)} streams, {sum(len(w) for w in held_out)} steps), "
           f"best step {result.best_step}:")
     print(_table([{"metric": k, "value": f"{v:.3f}"} for k, v in metrics.items()]))
     print("\nscored clips:")

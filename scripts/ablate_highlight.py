@@ -38,13 +38,14 @@ import torch  # noqa: E402
 from mm_live.config import Config  # noqa: E402
 from mm_live.data.synthetic import SynthConfig, synthesize  # noqa: E402
 from mm_live.fileio import atomic_path, write_json  # noqa: E402
-from mm_live.pipelines.highlight import clip_examples, evaluate_examples, load_model, train  # noqa: E402
+from mm_live.data.windows import window_datasets  # noqa: E402
+from mm_live.pipelines.highlight import evaluate, load_model, train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("auc", "kendall_tau", "top5_map")
 VARIANTS = {
     "full": dict(),
-    "no_align": dict(use_alignment=False),
+    "no_align": dict(alignment=False),
     "pointwise": dict(overrides={"highlight.alpha_bap": 0.0, "highlight.beta_diff": 0.0}),
     "frames_only": dict(modalities=("frame",)),
 }
@@ -74,13 +75,12 @@ def run(args: argparse.Namespace) -> dict:
             cfg = base_config(args.epochs, str(work / "token-cache")).replace(**{"train.seed": seed, **spec.get("overrides", {})})
             t0 = time.perf_counter()
             out = work / f"run-{name}-{seed}"
-            train(data / "manifest.jsonl", out, config=cfg, progress=False,
-                  modalities=spec.get("modalities", ("frame", "audio", "comment")),
-                  use_alignment=spec.get("use_alignment", True))
+            train(data / "manifest.jsonl", out, config=cfg, progress=False, modalities=spec.get("modalities"),
+                  alignment=spec.get("alignment"))
             # the LAST checkpoint: picking "best" on the held-out streams would tune on the test set
             model = load_model(out / "last")
-            held = clip_examples(data / "manifest.jsonl", model.cfg, model.steps.encoder, split="test", progress=False)
-            m = evaluate_examples(model, held)
+            _, held = window_datasets(data / "manifest.jsonl", model.cfg, model.steps.encoder, progress=False)
+            m = evaluate(model, held, next(model.parameters()).device)
             m["seconds"] = time.perf_counter() - t0
             results[name].append(m)
             print(f"seed {seed}  {name:12s} " + "  ".join(f"{k} {m[k]:.3f}" for k in METRICS) + f"  ({m['seconds']:.0f} s)",

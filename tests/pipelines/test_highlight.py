@@ -15,9 +15,8 @@ from mm_live.config import Config
 from mm_live.data.synthetic import SynthConfig, synthesize
 from tiny_config import TINY  # tests/pipelines/tiny_config.py
 
-from mm_live.pipelines.highlight import (
-    HighlightBatch, StepFeatures, build_model, hash_streamer, score_clip, train,
-)
+from mm_live.ops import hash_id
+from mm_live.pipelines.highlight import HighlightBatch, StepFeatures, build_model, score_clip, train
 
 
 
@@ -50,8 +49,9 @@ def _features(s=1, t=20, seed=0):
 
 def _feature_model(realign: bool):
     torch.manual_seed(0)
-    cfg = tiny_cfg(**{"highlight.realign": realign, "fusion.d": 8, "fusion.n_heads": 2, "media.max_comment_lag": 3})
-    return build_model(cfg, route="features", feature_dims=(6, 5)).eval()
+    cfg = tiny_cfg(**{"highlight.realign": realign, "fusion.d": 8, "fusion.n_heads": 2, "media.max_comment_lag": 3,
+                      "task.route": "features", "task.feature_dims": [6, 5]})
+    return build_model(cfg).eval()
 
 
 def _logits(model, f):
@@ -116,7 +116,7 @@ def test_tiny_model_gives_fixed_values():
     torch.testing.assert_close(logits, expected, rtol=0, atol=1e-4)
 
 
-EXPECTED_LOGITS = [0.3399, 0.5855, 0.0706, 0.3478, 0.5149, 0.6132]  # computed once with this init
+EXPECTED_LOGITS = [1.115, 1.0415, 0.5727, 1.3702, 0.9469, 1.2562]  # computed once with this init (SDPA temporal blocks)
 
 
 def test_train_writes_run_and_score_writes_outputs(run_dir, synth, tmp_path, capsys):
@@ -183,15 +183,16 @@ def test_feature_route_trains_on_klive_logs(tmp_path):
             rows.append(f"{live}\t{ts}\t{lvtr:.4f}\t{json.dumps(img)}\t{json.dumps(txt)}\n")
     log = tmp_path / "0_test_score_infer_output.log"
     log.write_text("".join(rows))
-    res = train(log, tmp_path / "run", config=tiny_cfg(), route="features", dataset="klive", progress=False)
+    res = train(log, tmp_path / "run", config=tiny_cfg(), dataset="klive", progress=False)
     assert res.steps > 0 and res.best_metric is not None
-    model_meta = json.loads((tmp_path / "run" / "model.json").read_text())
-    assert model_meta["route"] == "features" and model_meta["feature_dims"] == [6, 4]
+    task = json.loads((tmp_path / "run" / "best" / "config.json").read_text())["task"]
+    assert task["route"] == "features" and task["feature_dims"] == [6, 4]
 
 
-def test_hash_streamer_is_stable():
-    assert hash_streamer(None, 10) == 0
-    assert hash_streamer("abc", 1024) == hash_streamer("abc", 1024) != hash_streamer("abd", 1024)
+def test_hash_id_is_stable_and_keeps_zero_for_unknown():
+    assert hash_id(None, 10) == 0
+    assert hash_id("abc", 1024) == hash_id("abc", 1024) != hash_id("abd", 1024)
+    assert all(1 <= hash_id(str(i), 7) < 7 for i in range(100))
 
 
 def test_feature_route_trains_on_tvsum_with_a_feature_folder(real_data, bigbuckbunny, tmp_path, capsys):
@@ -205,8 +206,8 @@ def test_feature_route_trains_on_tvsum_with_a_feature_folder(real_data, bigbuckb
         np.savez(feats / f"{rec.video_id}.npz", features=rng.normal(size=(rec.n_steps, 12)).astype(np.float32))
     assert main(["train", "highlight", "--dataset", "tvsum", "--data", str(ann), "--features", str(feats),
                  "--out", str(tmp_path / "run"), "--epochs", "1"]) == 0
-    meta = json.loads((tmp_path / "run" / "model.json").read_text())
-    assert meta["route"] == "features" and meta["feature_dims"] == [12, 0]
+    task = json.loads((tmp_path / "run" / "best" / "config.json").read_text())["task"]
+    assert task["route"] == "features" and task["feature_dims"] == [12, 0]
     capsys.readouterr()
     assert main(["score", str(bigbuckbunny), "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "o")]) == 2
     assert "trained on precomputed features" in capsys.readouterr().err

@@ -1,0 +1,81 @@
+"""Per-step features for heads that read a stream step by step (highlight CTR today; any sequence head).
+
+Two routes give the same :class:`StepFeatures`: :class:`ClipSteps` runs the multimodal encoder
+(LoRA-adapted backbones + Fusion-Q-Former) on prepared steps, restricted to the modalities the run
+may see; :class:`FeatureSteps` projects precomputed per-step features (public datasets' features).
+Besides the fused vector, each step carries its pooled comment and frame tokens, which the
+soft-DTW alignment and the comment re-alignment compare.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from mm_live.config import MODALITIES
+from mm_live.multimodal import MultimodalEncoder, MultimodalInputs
+from mm_live.ops import masked_mean, scatter_steps
+
+
+@dataclass
+class StepFeatures:
+    """Per-step inputs of the temporal head for S streams of (padded) length T: fused [S, T, d_f]
+    (Q-Former output or projected features), text [S, T, d_t] (comments posted inside the step,
+    pooled), has_text [S, T] bool, video [S, T, d_v] (frame tokens pooled)."""
+
+    fused: torch.Tensor
+    text: torch.Tensor
+    has_text: torch.Tensor
+    video: torch.Tensor
+
+    @staticmethod
+    def cat(parts: Sequence["StepFeatures"]) -> "StepFeatures":
+        """Concatenate along steps (dim 1)."""
+        return StepFeatures(*(torch.cat([getattr(p, f.name) for p in parts], 1) for f in dataclasses.fields(StepFeatures)))
+
+
+class ClipSteps(nn.Module):
+    """Clip route: the multimodal encoder on the N steps of a batch, restricted to ``modalities``
+    (the others are masked out everywhere: the frames-only ablation is ``("frame",)``)."""
+
+    def __init__(self, encoder: MultimodalEncoder, modalities: Sequence[str] = MODALITIES):
+        super().__init__()
+        self.encoder, self.modalities = encoder, tuple(modalities)
+        self.fused_dim, self.text_dim, self.video_dim = encoder.fusion.queries.embedding_dim, encoder.comment.dim, encoder.frame.dim
+
+    def forward(self, inputs: MultimodalInputs, index: torch.Tensor) -> StepFeatures:
+        """inputs of N steps, index [S, T] into them (-1 = padding) -> :class:`StepFeatures`."""
+        return self.from_tokens(self.encoder.tokens(inputs), inputs.streamer, index)
+
+    def from_tokens(self, toks: list, streamer: torch.Tensor | None, index: torch.Tensor) -> StepFeatures:
+        """Modality tokens [frame, audio, comment] of N steps -> :class:`StepFeatures` (fusion + pooling)."""
+        toks = [t if name in self.modalities else dataclasses.replace(t, mask=torch.zeros_like(t.mask))
+                for name, t in zip(MODALITIES, toks)]
+        fused = self.encoder.fusion(toks, streamer).queries.mean(1)  # [N, d]
+        frame, _, comment = toks
+        own = comment.mask & (comment.offsets == 0)  # comments posted inside the step itself
+        text, video = masked_mean(comment.tokens, own), masked_mean(frame.tokens, frame.mask)
+        return StepFeatures(scatter_steps(fused, index), scatter_steps(text, index),
+                            scatter_steps(own.any(1), index) & (index >= 0), scatter_steps(video, index))
+
+
+class FeatureSteps(nn.Module):
+    """Feature route: precomputed per-step video (and optional text) features -> :class:`StepFeatures`."""
+
+    def __init__(self, video_dim: int, text_dim: int, d: int):
+        super().__init__()
+        self.video_dim, self.text_dim, self.fused_dim = video_dim, max(text_dim, 1), d
+        self.video = nn.Sequential(nn.LayerNorm(video_dim), nn.Linear(video_dim, d))
+        self.text = nn.Sequential(nn.LayerNorm(self.text_dim), nn.Linear(self.text_dim, d)) if text_dim else None
+        self.mix = nn.Sequential(nn.GELU(), nn.Linear(d, d))
+
+    def forward(self, video: torch.Tensor, text: torch.Tensor, has_text: torch.Tensor) -> StepFeatures:
+        """video [S, T, d_v], text [S, T, d_t], has_text [S, T] -> :class:`StepFeatures`."""
+        fused = self.video(video)
+        if self.text is not None:
+            fused = fused + self.text(text) * has_text.unsqueeze(-1).to(fused.dtype)
+        return StepFeatures(self.mix(fused), text, has_text, video)

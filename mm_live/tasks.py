@@ -1,0 +1,77 @@
+"""The contract between the core and a pipeline, and the registry that finds pipelines by name.
+
+A pipeline (one file in ``pipelines/``) declares a :class:`Task`: how to build its model from a
+:class:`~mm_live.config.Config` alone, how to turn the user's data into training batches and an
+evaluation function, and which metric picks the best checkpoint. Everything else — config overrides,
+seeding, devices, the training loop, checkpoints, resume, loading a run back — is the core's
+(:mod:`mm_live.runs`, :mod:`mm_live.training`), written once for every task.
+
+Pipelines register themselves when imported; :func:`get_task` imports ``mm_live.pipelines.<name>``
+on first use (discovery by naming convention), so the core never imports a pipeline statically.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from torch import nn
+
+from mm_live.config import Config
+from mm_live.errors import ConfigError
+
+
+@dataclass
+class TaskData:
+    """What :meth:`Task.data` returns: the training batches and the held-out evaluation."""
+
+    train: Any  # a mm_live.training.BatchSource
+    evaluate: Callable[[nn.Module], dict[str, float]] | None
+    summary: str = ""  # one line for the user: streams/windows/steps used
+
+
+class Task:
+    """Base class of a pipeline's task. Subclasses set ``name``, ``metric`` and ``mode``."""
+
+    name: str = ""
+    metric: str = "loss"  # the held-out metric that picks ``best/``
+    mode: str = "min"  # "max" when a larger metric is better
+
+    def configure(self, cfg: Config, data: Any, **options: Any) -> Config:
+        """Fill the data-dependent parts of ``cfg.task`` (route, feature dims, ...) before the model is built."""
+        return cfg
+
+    def build_model(self, cfg: Config) -> nn.Module:
+        """The task's model, from the config alone (a run rebuilds it this way)."""
+        raise NotImplementedError
+
+    def data(self, data: Any, cfg: Config, model: nn.Module, *, progress: bool = True, **options: Any) -> TaskData:
+        """Training batches and evaluation for ``data`` (a manifest, a dataset directory, ...)."""
+        raise NotImplementedError
+
+    def prepare_inference(self, model: nn.Module) -> nn.Module:
+        """Make a loaded model ready for scoring (e.g. merge LoRA adapters). Default: unchanged."""
+        return model
+
+
+_REGISTRY: dict[str, Task] = {}
+
+
+def register(task: Task) -> Task:
+    """Make ``task`` findable by :func:`get_task` (called by a pipeline module at import)."""
+    _REGISTRY[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    """The task called ``name``, importing ``mm_live.pipelines.<name>`` on first use."""
+    if name not in _REGISTRY:
+        try:
+            importlib.import_module(f"mm_live.pipelines.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"mm_live.pipelines.{name}":
+                raise
+        if name not in _REGISTRY:
+            raise ConfigError(f"task.name={name!r}: no pipeline of that name is installed; known: {sorted(_REGISTRY) or 'none'}")
+    return _REGISTRY[name]
