@@ -61,8 +61,10 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(path: str | Path, *, kind: str | None = None, with_state: bool = False) -> Checkpoint:
-    """Read a checkpoint directory; ``kind`` checks it was made for the expected model."""
+def load_checkpoint(path: str | Path, *, kind: str | None = None, with_state: bool = False,
+                    weights: bool = True) -> Checkpoint:
+    """Read a checkpoint directory; ``kind`` checks it was made for the expected model;
+    ``weights=False`` reads only the config and metadata."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {path} does not exist: pass a run directory written by 'mm-live train' (or its best/ or last/ folder)")
@@ -80,6 +82,8 @@ def load_checkpoint(path: str | Path, *, kind: str | None = None, with_state: bo
         raise CheckpointError(f"checkpoint {path} has format version {meta.get('format_version')}, this mm-live reads {FORMAT_VERSION}")
     if kind is not None and meta.get("kind") != kind:
         raise CheckpointError(f"checkpoint {path} holds a '{meta.get('kind')}' model, not a '{kind}' model: pass a {kind} checkpoint")
+    if not weights:
+        return Checkpoint(path=path, config=config, state_dict={}, meta=meta, trainer_state=None)
     try:
         state_dict = load_file(str(path / WEIGHTS))
     except Exception as exc:

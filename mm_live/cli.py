@@ -62,10 +62,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from mm_live.pipelines.highlight import score_clip
+    from mm_live.runs import run_task
+    from mm_live.scoring import ClipSource
+    from mm_live.tasks import get_task
 
-    res = score_clip(args.clip, args.checkpoint, comments=args.comments, out_dir=args.out, top_k=args.top_k,
-                     streamer_id=args.streamer_id, skip_bad_lines=args.skip_bad_lines, device=args.device)
+    ClipSource.open(args.clip, args.comments, skip_bad_lines=args.skip_bad_lines)  # bad input fails before the model
+    task = get_task(run_task(args.checkpoint))
+    res = task.score(args.clip, args.checkpoint, comments=args.comments, out_dir=args.out, top_k=args.top_k,
+                     streamer_id=args.streamer_id, user_id=args.user, skip_bad_lines=args.skip_bad_lines,
+                     device=args.device)
     total = sum(res.timings.values())
     dur = len(res.scores) * res.step_seconds
     print(f"scored {len(res.scores)} steps of {res.clip.name} in {total:.1f} s ({dur / max(total, 1e-9):.1f}x real time)")
@@ -132,16 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "score",
-        help="score a live-stream clip with a trained highlight model",
-        description="Score every step of CLIP and write scores.json, scores.csv, highlights.png and a "
-        "Moment-DETR-style predictions.jsonl into --out. Works without comments and on clips without audio.",
+        help="score a live-stream clip with a trained run (highlight, gifting or em3)",
+        description="Score every step of CLIP with the run's task (highlight CTR; P(gift) for --user and "
+        "--streamer with a gifting run; the room embedding and, with --user, P(click) with an EM3 run) and "
+        "write scores.json, scores.csv, a PNG plot and predictions.jsonl into --out. Works without comments "
+        "and on clips without audio.",
     )
     s.add_argument("clip", type=Path, help="video file (mp4/mkv/...)")
     s.add_argument("--comments", type=Path, help="comments JSONL/CSV ({t, user_id, text})")
     s.add_argument("--checkpoint", required=True, type=Path, help="run directory written by 'mm-live train'")
     s.add_argument("--out", required=True, type=Path, help="output directory (created)")
     s.add_argument("--top-k", type=int, help="highlight windows to report (default: highlight.top_k)")
-    s.add_argument("--streamer-id", help="streamer id for the streamer embedding")
+    s.add_argument("--streamer-id", "--streamer", dest="streamer_id", help="streamer id of the stream")
+    s.add_argument("--user", help="user id (gifting and EM3 runs: score for this user)")
     s.add_argument("--skip-bad-lines", action="store_true", help="skip malformed comment lines instead of failing")
     s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default auto)")
     s.set_defaults(func=_cmd_score)

@@ -49,6 +49,11 @@ def checkpoint_dir(path: str | Path) -> Path:
     return path
 
 
+def run_task(path: str | Path) -> str:
+    """The task name a run or checkpoint was trained for, read from its files (no model is built)."""
+    return load_checkpoint(checkpoint_dir(path), weights=False).meta.get("kind", "")
+
+
 def load_run(path: str | Path, *, task: str | None = None, device: str | torch.device = "auto",
              for_inference: bool = True) -> Run:
     """Rebuild the model of any run from its checkpoint; ``task`` (optional) checks what it holds.

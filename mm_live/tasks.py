@@ -54,6 +54,13 @@ class Task:
         """Make a loaded model ready for scoring (e.g. merge LoRA adapters). Default: unchanged."""
         return model
 
+    def score(self, clip: Any, checkpoint: Any, **options: Any) -> Any:
+        """Score a clip with a run of this task (``mm-live score``): a :class:`~mm_live.scoring.ScoreResult`.
+
+        ``options``: comments, out_dir, top_k, streamer_id, user_id, skip_bad_lines, device.
+        """
+        raise ConfigError(f"'{self.name}' runs cannot score clips")
+
 
 _REGISTRY: dict[str, Task] = {}
 

@@ -229,6 +229,11 @@ class HighlightTask(Task):
         merge_lora(model)
         return model
 
+    def score(self, clip: Any, checkpoint: Any, *, user_id: str | None = None, **options: Any) -> ScoreResult:
+        if user_id is not None:
+            raise ConfigError("--user applies to gifting and EM3 runs; a highlight run scores the clip for everyone")
+        return score_clip(clip, checkpoint, **options)
+
 
 register(HighlightTask())
 
