@@ -231,12 +231,24 @@ class EM3Config:
     cic_weight: float = 0.1
     cic_temperature: float = 0.1
     learnable_temperature: bool = False
+    item: str = _choice("both", "both", "id", "content")  # item representation: [ID ; content], ID only, content only
+    n_items: int = 1 << 17  # hashed item-ID buckets (bucket 0: an ID unseen in training)
+    id_dropout: float = 0.1  # training targets whose ID is hidden (as for a new room) so cold start is learned
+    segment_steps: int = 4  # steps of a room's clip that make its content (clip route)
+    history_grad: bool = True  # False: history items' content runs without autograd (targets still train it)
+    d_hidden: int = 64  # width of the attention unit and the click MLP
+    negatives: int = 4  # non-clicked rooms drawn per click when the data has no negative.csv
+    cache_mb: int = 512  # prepared room inputs kept in memory (LRU); the rest is decoded again
+    data: str | None = None  # the click data the run was trained on ('score --user' reads the user's history there)
 
     def validate(self, p: str) -> None:
-        _positive(self.d_id, f"{p}.d_id")
-        _positive(self.history_len, f"{p}.history_len")
+        for name in ("d_id", "history_len", "n_items", "segment_steps", "d_hidden"):
+            _positive(getattr(self, name), f"{p}.{name}")
         _in_range(self.cic_weight, f"{p}.cic_weight", 0.0, 1e6)
         _positive(self.cic_temperature, f"{p}.cic_temperature")
+        _in_range(self.id_dropout, f"{p}.id_dropout", 0.0, 0.99)
+        _in_range(self.negatives, f"{p}.negatives", 0, 1000)
+        _in_range(self.cache_mb, f"{p}.cache_mb", 0, 1 << 24)
 
 
 @dataclass
