@@ -32,9 +32,10 @@ from typing import Callable
 import numpy as np
 
 from mm_live import metrics
-from mm_live.data.records import HighlightRecord, bad, get, iter_jsonl, numeric_array, require_file
+from mm_live.data.records import HighlightRecord, bad, get, numeric_array
 from mm_live.data.sources import missing_error
 from mm_live.errors import DataError
+from mm_live.jsonl import check_file, iter_jsonl
 
 DATASETS = ("qvhighlights", "tvsum", "youtube_highlights", "klive", "own")
 LENGTH_SLACK = 1  # clips a prediction may be shorter/longer than the annotation
@@ -241,7 +242,7 @@ def evaluate(dataset: str, *, predictions: str | Path, annotations: str | Path) 
         raise DataError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     predictions, annotations = Path(predictions), Path(annotations)
     if not annotations.is_dir():
-        require_file(annotations, f"{dataset} annotation")
+        check_file(annotations, f"{dataset} annotation")
     preds = read_predictions(predictions)
     columns, rows, records = _EVALUATORS[dataset](annotations, preds, predictions)
     notes = []

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mm_live.data.records import HighlightRecord, bad, require_file
+from mm_live.data.records import HighlightRecord, bad
 from mm_live.errors import DataError
+from mm_live.jsonl import iter_lines
 
 LOG_FIELDS = ("live_id", "timestamp", "lvtr", "image_feature", "text_feature")
 LOG_GLOB = "*_test_score_infer_output.log"
@@ -39,9 +40,12 @@ _SEP = re.compile(r"[\s,]+")
 
 def _int(text: str, path: Path, line: int, name: str) -> int:
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
-        raise bad(path, line, name, f"must be an integer, got {text!r}") from None
+        raise bad(path, line, name, f"must be an integer, got {text[:40]!r}") from None
+    if not -(2**63) <= value < 2**63:
+        raise bad(path, line, name, f"must fit in 64 bits (int64), got {text[:40]}")
+    return value
 
 
 def _float(text: str, path: Path, line: int, name: str) -> float:
@@ -102,20 +106,19 @@ def _check_header(text: str, path: Path, line: int) -> None:
 
 def read_live_id2aid(path: str | Path) -> dict[str, str]:
     """``live_id2aid.txt`` → ``{live_id: author_id}`` (both as decimal strings)."""
-    path = require_file(path, "KLive live_id2aid")
+    path = Path(path)
     out: dict[str, str] = {}
-    with open(path, encoding="utf-8") as fh:
-        for line, text in enumerate(fh, 1):
-            parts = [p for p in _SEP.split(text.strip()) if p]
-            if not parts:
-                continue
-            if line == 1 and parts[0].lower() == "live_id":
-                if parts[1:] != ["author_id"]:
-                    raise bad(path, line, parts[1] if len(parts) > 1 else None, "header must be 'live_id author_id'")
-                continue
-            if len(parts) != 2:
-                raise bad(path, line, None, f"expected 2 fields live_id, author_id, got {len(parts)}")
-            out[str(_int(parts[0], path, line, "live_id"))] = str(_int(parts[1], path, line, "author_id"))
+    for line, text in iter_lines(path, "KLive live_id2aid"):
+        parts = [p for p in _SEP.split(text.strip()) if p]
+        if not parts:
+            continue
+        if line == 1 and parts[0].lower() == "live_id":
+            if parts[1:] != ["author_id"]:
+                raise bad(path, line, parts[1] if len(parts) > 1 else None, "header must be 'live_id author_id'")
+            continue
+        if len(parts) != 2:
+            raise bad(path, line, None, f"expected 2 fields live_id, author_id, got {len(parts)}")
+        out[str(_int(parts[0], path, line, "live_id"))] = str(_int(parts[1], path, line, "author_id"))
     return out
 
 
@@ -126,28 +129,27 @@ def read_klive_log(path: str | Path, authors: dict[str, str] | None = None) -> l
     step_seconds: median timestamp gap (1 s when a room has one row); streamer_id from ``authors``.
     Duplicate (live_id, timestamp) rows are an error.
     """
-    path = require_file(path, "KLive log")
+    path = Path(path)
     rooms: dict[str, list[tuple[int, float, np.ndarray, np.ndarray, int]]] = {}
     dims: dict[str, tuple[int, int]] = {}
-    with open(path, encoding="utf-8") as fh:
-        for line, text in enumerate(fh, 1):
-            if not text.strip():
-                continue
-            if not rooms and text.strip().lower().startswith("live_id"):
-                _check_header(text, path, line)
-                continue
-            parts = _split_row(text, path, line)
-            live_id = str(_int(parts[0].strip(), path, line, "live_id"))
-            ts = _int(parts[1].strip(), path, line, "timestamp")
-            lvtr = _float(parts[2].strip(), path, line, "lvtr")
-            img = _vector(parts[3], path, line, "image_feature")
-            txt = _vector(parts[4], path, line, "text_feature")
-            if "first" not in dims:
-                dims["first"] = (len(img), len(txt))
-            for name, vec, want in (("image_feature", img, dims["first"][0]), ("text_feature", txt, dims["first"][1])):
-                if len(vec) != want:
-                    raise bad(path, line, name, f"has {len(vec)} values, earlier rows have {want}")
-            rooms.setdefault(live_id, []).append((ts, lvtr, img, txt, line))
+    for line, text in iter_lines(path, "KLive log"):
+        if not text.strip():
+            continue
+        if not rooms and text.strip().lower().startswith("live_id"):
+            _check_header(text, path, line)
+            continue
+        parts = _split_row(text, path, line)
+        live_id = str(_int(parts[0].strip(), path, line, "live_id"))
+        ts = _int(parts[1].strip(), path, line, "timestamp")
+        lvtr = _float(parts[2].strip(), path, line, "lvtr")
+        img = _vector(parts[3], path, line, "image_feature")
+        txt = _vector(parts[4], path, line, "text_feature")
+        if "first" not in dims:
+            dims["first"] = (len(img), len(txt))
+        for name, vec, want in (("image_feature", img, dims["first"][0]), ("text_feature", txt, dims["first"][1])):
+            if len(vec) != want:
+                raise bad(path, line, name, f"has {len(vec)} values, earlier rows have {want}")
+        rooms.setdefault(live_id, []).append((ts, lvtr, img, txt, line))
     records = []
     for live_id, rows in rooms.items():
         rows.sort(key=lambda r: r[0])

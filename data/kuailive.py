@@ -27,14 +27,15 @@ clicks) needs several GB of memory and minutes; read subsets by copying the rows
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mm_live.data.records import bad, require_file
+from mm_live.data.records import bad
+from mm_live.data.sources import read_array
 from mm_live.errors import DataError
+from mm_live.jsonl import iter_csv, open_text
 
 REQUIRED: dict[str, tuple[str, ...]] = {
     "user": ("user_id", "age", "gender", "country", "device_brand", "device_price", "reg_timestamp", "fans_num", "follow_num"),
@@ -103,43 +104,49 @@ def _convert(values: list[str], name: str, rows: list[int], path: Path) -> np.nd
     dtype = np.int64 if name in INT_COLUMNS else np.float64
     parse = int if dtype is np.int64 else float
     try:
-        return np.array([parse(v) for v in values], dtype=dtype)
+        arr = np.array([parse(v) for v in values], dtype=dtype)
+        if dtype is np.float64 and not np.isfinite(arr).all():
+            raise ValueError("not finite")
+        return arr
     except (ValueError, OverflowError):
         for v, line in zip(values, rows):
             try:
-                parse(v)
-            except (ValueError, OverflowError):
+                value = parse(v)
+            except ValueError:
                 kind = "an integer" if dtype is np.int64 else "a number"
-                raise bad(path, line, name, f"must be {kind}, got {v!r}") from None
+                raise bad(path, line, name, f"must be {kind}, got {v[:40]!r}") from None
+            try:
+                if not np.isfinite(dtype(value)):
+                    raise bad(path, line, name, f"must be a finite number, got {v[:40]!r}")
+            except OverflowError:
+                raise bad(path, line, name, f"must fit in 64 bits, got {v[:40]}") from None
         raise
 
 
 def read_table(path: str | Path, required: tuple[str, ...]) -> Table:
     """Read one KuaiLive csv (header row first), checking ``required`` columns and every row's width."""
-    path = require_file(path, "KuaiLive table")
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
+    path = Path(path)
+    with open_text(path, "KuaiLive table", newline="") as fh:
+        rows = iter_csv(fh, path)
+        first = next(rows, None)
+        if first is None:
             raise bad(path, 1, None, "is empty; expected a header row")
-        header = [h.strip() for h in header]
+        header = [h.strip() for h in first[1]]
         missing = [c for c in required if c not in header]
         if missing:
             unknown = [h for h in header if h not in required]
             hint = f" (unexpected: {', '.join(unknown)})" if unknown else ""
-            raise bad(path, 1, missing[0], f"required column is missing{hint}; required: {', '.join(required)}")
+            raise bad(path, first[0], missing[0], f"required column is missing{hint}; required: {', '.join(required)}")
         width = len(header)
         cols: list[list[str]] = [[] for _ in header]
         lines: list[int] = []
-        for row in reader:
-            if not row:
-                continue
+        for line, row in rows:
             if len(row) != width:
                 name = header[len(row)] if len(row) < width else None
-                raise bad(path, reader.line_num, name, f"row has {len(row)} fields, the header has {width}")
+                raise bad(path, line, name, f"row has {len(row)} fields, the header has {width}")
             for c, v in zip(cols, row):
                 c.append(v)
-            lines.append(reader.line_num)
+            lines.append(line)
     for name, values in zip(header, cols):
         empty = next((line for v, line in zip(values, lines) if v == ""), None)
         if empty is not None and name in required:
@@ -161,10 +168,7 @@ def read_kuailive(root: str | Path) -> KuaiLive:
     tables = {n: read_table(root / f"{n}.csv", cols) for n, cols in REQUIRED.items()}
     neg = root / "negative.csv"
     negative = read_table(neg, OPTIONAL_TABLES["negative"]) if neg.is_file() else None
-    try:
-        titles = np.load(title_path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{title_path}: not a numpy array file ({exc})") from None
+    titles = read_array(title_path)
     if titles.ndim != 2 or not np.issubdtype(titles.dtype, np.floating):
         raise DataError(f"{title_path}: expected a float matrix [n_rooms, d], got {titles.dtype} {titles.shape}")
     room = tables["room"]

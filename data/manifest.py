@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mm_live.data.records import HighlightRecord, bad, get, iter_jsonl, number, numeric_array
+from mm_live.data.records import HighlightRecord, bad, get, number, numeric_array
 from mm_live.data.sources import missing_error
+from mm_live.jsonl import iter_jsonl
 
 KNOWN_KEYS = ("stream_id", "clip", "comments", "streamer_id", "step_seconds", "labels")
 

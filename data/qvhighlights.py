@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mm_live.data.records import HighlightRecord, bad, get, iter_jsonl, number, numeric_array
+from mm_live.data.records import HighlightRecord, bad, get, number, numeric_array
+from mm_live.jsonl import iter_jsonl
 
 CLIP_SECONDS = 2.0
 N_ANNOTATORS = 3

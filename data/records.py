@@ -5,20 +5,20 @@ Highlights video, a KLive room, or a stream of the user's own logs. Labels are p
 (``step_seconds`` each: 2 s clips for QVHighlights/TVSum, 1 s for KLive and own logs).
 
 Every malformed input raises :class:`~mm_live.errors.DataError` with one line naming the file, the
-line and the field (see :func:`bad`).
+line and the field (see :func:`bad`); files are read with :mod:`mm_live.jsonl`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from mm_live.errors import DataError
+from mm_live.jsonl import line_error
 
 
 @dataclass
@@ -57,34 +57,8 @@ class HighlightRecord:
 
 
 def bad(path: Path | str, line: int | None, field_name: str | None, problem: str) -> DataError:
-    """A :class:`DataError` naming ``path:line``, the field and the problem (one line)."""
-    where = f"{path}:{line}" if line is not None else f"{path}"
-    what = f" field '{field_name}'" if field_name else ""
-    return DataError(f"{where}:{what} {problem}")
-
-
-def require_file(path: Path | str, what: str) -> Path:
-    """``path`` as a Path, or a DataError saying which file is missing."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{what} file not found: {path} (check the path)")
-    return path
-
-
-def iter_jsonl(path: Path | str, what: str) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, object)`` for every non-blank line of a JSONL file (1-based lines)."""
-    path = require_file(path, what)
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise bad(path, lineno, None, f"is not valid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(obj, dict):
-                raise bad(path, lineno, None, f"must be a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
+    """A :class:`DataError` ``<path>:<line>: field '<name>' <problem>`` (one line, see :mod:`mm_live.jsonl`)."""
+    return line_error(path, line, f"field '{field_name}' {problem}" if field_name else problem)
 
 
 def get(obj: dict, key: str, path: Path, line: int) -> Any:

@@ -10,6 +10,7 @@ TVSum I3D ``{vid}_rgb.npy`` (+ ``{vid}_opt.npy``). Every missing file is reporte
 from __future__ import annotations
 
 import dataclasses
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -61,25 +62,31 @@ def pair_features(records: list[HighlightRecord], feature_dir: str | Path,
     return [dataclasses.replace(r, feature_path=paths[r.video_id]) for r in records]
 
 
-def load_features(path: str | Path, key: str | None = None) -> np.ndarray:
-    """Per-clip features [T, d] (float32) from a ``.npy`` or ``.npz`` file.
-
-    For ``.npz``: ``key`` if given, else ``features`` (Moment-DETR/Lighthouse), else the only array.
-    """
+def read_array(path: str | Path, key: str | None = None) -> np.ndarray:
+    """The array in a ``.npy`` file, or in a ``.npz`` (``key`` if given, else ``features``
+    (Moment-DETR/Lighthouse), else the only array). Pickled (object) arrays are refused; a missing,
+    truncated or corrupt file raises one DataError."""
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: array file not found; check the path")
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read features ({exc})") from None
-    if isinstance(data, np.lib.npyio.NpzFile):
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            return data
         with data:
             keys = list(data.keys())
             name = key or ("features" if "features" in keys else (keys[0] if len(keys) == 1 else None))
             if name is None or name not in keys:
                 raise DataError(f"{path}: no array {key or 'features'!r} (arrays: {', '.join(keys)}); pass key=")
-            arr = data[name]
-    else:
-        arr = data
+            return data[name]  # a .npz member is read (and its CRC checked) here
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: cannot read the array ({type(exc).__name__}: {str(exc)[:120]}); "
+                        "re-create the .npy/.npz file") from None
+
+
+def load_features(path: str | Path, key: str | None = None) -> np.ndarray:
+    """Per-clip features [T, d] (float32) from a ``.npy`` or ``.npz`` file (see :func:`read_array`)."""
+    arr = read_array(path, key)
     if arr.ndim != 2:
         raise DataError(f"{path}: features must be [T, d], got shape {arr.shape}")
     return arr.astype(np.float32, copy=False)

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mm_live.data.records import HighlightRecord, bad, get, iter_jsonl, numeric_array, require_file
+from mm_live.data.records import HighlightRecord, bad, get, numeric_array
 from mm_live.errors import DataError
+from mm_live.jsonl import check_file, iter_jsonl
 
 CLIP_SECONDS = 2.0
 N_ANNOTATORS = 20
@@ -92,39 +93,50 @@ def read_tvsum_mat(path: str | Path) -> list[HighlightRecord]:
     """
     import h5py  # imported here: only TVSum's .mat needs it
 
-    path = require_file(path, "TVSum .mat")
+    path = check_file(path, "TVSum .mat")
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
         raise DataError(f"{path}: not a MATLAB 7.3 (HDF5) file ({exc}); use ydata-tvsum50.mat from yalesong/tvsum") from None
+    try:
+        with f:
+            return _mat_records(f, path)
+    except (OSError, KeyError, ValueError, TypeError, IndexError) as exc:  # h5py on a damaged or foreign file
+        raise DataError(f"{path}: cannot read tvsum50 from this file ({type(exc).__name__}: {str(exc)[:100]}); "
+                        "use an intact ydata-tvsum50.mat from yalesong/tvsum") from None
+
+
+def _mat_records(f, path: Path) -> list[HighlightRecord]:
+    """The records of an open ``ydata-tvsum50.mat`` (h5py File)."""
     records = []
-    with f:
-        if "tvsum50" not in f:
-            raise DataError(f"{path}: no 'tvsum50' struct; use ydata-tvsum50.mat from yalesong/tvsum")
-        t = f["tvsum50"]
-        for key in ("video", "title", "category", "length", "nframes", "user_anno"):
-            if key not in t:
-                raise bad(path, None, f"tvsum50.{key}", "is missing")
-        for i in range(t["video"].shape[0]):
-            vid = _mat_string(f, t["video"][i, 0])
-            length = _mat_scalar(f, t["length"][i, 0])
-            nframes = int(_mat_scalar(f, t["nframes"][i, 0]))
-            user_anno = np.asarray(f[t["user_anno"][i, 0]][()], dtype=np.float64).T  # [nframes, 20]
-            if user_anno.shape != (nframes, N_ANNOTATORS):
-                raise bad(path, None, f"tvsum50.user_anno[{i}]", f"has shape {user_anno.shape}, expected ({nframes}, {N_ANNOTATORS})")
-            fps = nframes / length
-            n_clips = int(length // CLIP_SECONDS)
-            centre = np.minimum(((np.arange(n_clips) + 0.5) * CLIP_SECONDS * fps).astype(np.int64), nframes - 1)
-            anno = user_anno[centre]
-            extra = {"user_anno": user_anno, "nframes": nframes, "fps": fps}
-            if "gt_score" in t:
-                extra["gt_score"] = np.asarray(f[t["gt_score"][i, 0]][()], dtype=np.float64).ravel()
-            records.append(HighlightRecord(
-                id=vid, video_id=vid, duration=length, step_seconds=CLIP_SECONDS,
-                labels=anno.mean(1).astype(np.float32), annotators=anno.astype(np.float32),
-                query=_mat_string(f, t["title"][i, 0]), domain=_mat_string(f, t["category"][i, 0]),
-                extra=extra,
-            ))
+    if "tvsum50" not in f:
+        raise DataError(f"{path}: no 'tvsum50' struct; use ydata-tvsum50.mat from yalesong/tvsum")
+    t = f["tvsum50"]
+    for key in ("video", "title", "category", "length", "nframes", "user_anno"):
+        if key not in t:
+            raise bad(path, None, f"tvsum50.{key}", "is missing")
+    for i in range(t["video"].shape[0]):
+        vid = _mat_string(f, t["video"][i, 0])
+        length = _mat_scalar(f, t["length"][i, 0])
+        nframes = int(_mat_scalar(f, t["nframes"][i, 0]))
+        user_anno = np.asarray(f[t["user_anno"][i, 0]][()], dtype=np.float64).T  # [nframes, 20]
+        if user_anno.shape != (nframes, N_ANNOTATORS):
+            raise bad(path, None, f"tvsum50.user_anno[{i}]", f"has shape {user_anno.shape}, expected ({nframes}, {N_ANNOTATORS})")
+        if not (length > 0 and nframes > 0):
+            raise bad(path, None, f"tvsum50.length[{i}]", f"and nframes must be > 0, got {length:g} s, {nframes} frames")
+        fps = nframes / length
+        n_clips = int(length // CLIP_SECONDS)
+        centre = np.minimum(((np.arange(n_clips) + 0.5) * CLIP_SECONDS * fps).astype(np.int64), nframes - 1)
+        anno = user_anno[centre]
+        extra = {"user_anno": user_anno, "nframes": nframes, "fps": fps}
+        if "gt_score" in t:
+            extra["gt_score"] = np.asarray(f[t["gt_score"][i, 0]][()], dtype=np.float64).ravel()
+        records.append(HighlightRecord(
+            id=vid, video_id=vid, duration=length, step_seconds=CLIP_SECONDS,
+            labels=anno.mean(1).astype(np.float32), annotators=anno.astype(np.float32),
+            query=_mat_string(f, t["title"][i, 0]), domain=_mat_string(f, t["category"][i, 0]),
+            extra=extra,
+        ))
     return records
 
 

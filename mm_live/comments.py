@@ -1,8 +1,11 @@
 """Viewer comments: reading a comment log and cutting it into per-step look-back bags.
 
 A comment log is JSONL (one ``{"t": seconds, "user_id": ..., "text": ...}`` per line) or CSV with the
-header ``t,user_id,text``. ``t`` is seconds from the start of the clip. A malformed line stops the read
-with its line number unless the user asks to skip bad lines (``--skip-bad-lines``).
+header ``t,user_id,text``, in UTF-8. ``t`` is seconds from the start of the clip. A malformed line
+stops the read with one line naming the file and line (``<path>:<line>: <problem>; <fix>``, the format
+of :mod:`mm_live.jsonl`, which reads the file) unless the user asks to skip bad lines
+(``--skip-bad-lines``). Text is free (emoji, any script). Comments timed after the clip's end are
+valid: they fall in no step's look-back bag and are simply unused.
 
 Step ``i`` sees the comments of its look-back window ``(end_i - lookback, end_i]`` with
 ``end_i = step_starts[i] + step_seconds``: nothing posted after the step is used to score it.
@@ -10,18 +13,18 @@ Step ``i`` sees the comments of its look-back window ``(end_i - lookback, end_i]
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from mm_live.errors import CommentsError
+from mm_live.jsonl import check_file, iter_csv, iter_jsonl, line_error, open_text, skip_or_raise
 
 _FIELDS = ("t", "user_id", "text")
+_SKIP_HINT = "pass --skip-bad-lines"
 
 
 @dataclass(frozen=True)
@@ -42,13 +45,11 @@ class CommentLog:
 
 
 class _BadLine(ValueError):
-    pass
+    """A comment record whose fields are wrong; :func:`read_comments` names its line."""
 
 
-def _parse(record: Any) -> Comment:
-    """One parsed record (dict) -> Comment; raises _BadLine with the reason."""
-    if not isinstance(record, dict):
-        raise _BadLine(f"expected an object with fields {', '.join(_FIELDS)}, got {type(record).__name__}")
+def _parse(record: dict[str, Any]) -> Comment:
+    """One parsed record -> Comment; raises _BadLine with the reason."""
     missing = [k for k in _FIELDS if k not in record or record[k] is None]
     if missing:
         raise _BadLine(f"missing field {', '.join(repr(k) for k in missing)}")
@@ -57,82 +58,63 @@ def _parse(record: Any) -> Comment:
         raise _BadLine(f"'t' must be a number of seconds, got {t!r}")
     try:
         t = float(t)
-    except (TypeError, ValueError):
-        raise _BadLine(f"'t' must be a number of seconds, got {t!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise _BadLine(f"'t' must be a number of seconds, got {str(t)[:40]!r}") from None
     if not math.isfinite(t) or t < 0:
         raise _BadLine(f"'t' must be a finite number of seconds >= 0, got {t!r}")
     if isinstance(user_id, bool) or not isinstance(user_id, (str, int)):
-        raise _BadLine(f"'user_id' must be a string or an integer, got {user_id!r}")
+        raise _BadLine(f"'user_id' must be a string or an integer, got {str(user_id)[:40]!r}")
     if not isinstance(text, str):
         raise _BadLine(f"'text' must be a string, got {type(text).__name__}")
     return Comment(t=t, user_id=str(user_id), text=text)
 
 
-def _jsonl_records(fh) -> Any:
-    """Yield (line number, record or _BadLine) for each non-blank line of a JSONL file."""
-    for lineno, line in enumerate(fh, start=1):
-        if not line.strip():
-            continue
-        try:
-            yield lineno, json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield lineno, _BadLine(f"not valid JSON ({exc.msg})")
-
-
-def _csv_records(fh, path: Path) -> Any:
-    """Yield (line number, record or _BadLine) for each non-blank CSV row (header t,user_id,text)."""
-    reader = csv.reader(fh)
-    header = next(reader, None)
-    if header is None:
-        return
-    header = [h.strip() for h in header]
-    if sorted(header) != sorted(_FIELDS):
-        raise CommentsError(
-            f"{path}: line 1: CSV header must be t,user_id,text (got {','.join(header)}); fix the header"
-        )
-    line_end = reader.line_num
-    for row in reader:
-        lineno, line_end = line_end + 1, reader.line_num  # a quoted field may span lines
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) != len(header):
-            yield lineno, _BadLine(f"expected {len(header)} columns, got {len(row)}")
-        else:
-            yield lineno, dict(zip(header, row))
+def _csv_records(path: Path, skipped: list[tuple[int, str]] | None) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, record) for each non-blank CSV row (header t,user_id,text)."""
+    with open_text(path, "comments", error=CommentsError, newline="") as fh:
+        rows = iter_csv(fh, path, error=CommentsError)
+        first = next(rows, None)
+        if first is None:
+            return
+        header = [h.strip() for h in first[1]]
+        if sorted(header) != sorted(_FIELDS):
+            raise line_error(path, first[0], f"CSV header must be t,user_id,text (got {','.join(header)[:80]})",
+                             "fix the header", error=CommentsError)
+        for lineno, row in rows:
+            if all(not c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                skip_or_raise(path, lineno, f"expected {len(header)} columns, got {len(row)}", "fix the line",
+                              error=CommentsError, skipped=skipped, hint=_SKIP_HINT)
+            else:
+                yield lineno, dict(zip(header, row))
 
 
 def read_comments(path: str | Path, *, skip_bad_lines: bool = False) -> CommentLog:
     """Read a ``.jsonl`` or ``.csv`` comment log, sorted by time.
 
-    A malformed line raises :class:`CommentsError` naming the file and line, unless
-    ``skip_bad_lines`` (then it is recorded in ``CommentLog.skipped``). An empty file is an empty log.
+    A malformed line (not UTF-8, broken JSON, a missing or mistyped field, a negative time) raises
+    :class:`CommentsError` naming the file and line, unless ``skip_bad_lines`` (then it is recorded
+    in ``CommentLog.skipped``). An empty file is an empty log. Any text is valid (emoji included);
+    comments timed after the clip's end are kept here and simply fall in no step's bag.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CommentsError(f"{path}: comments file not found; check the path")
+    path = check_file(path, "comments", error=CommentsError)
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".csv"):
         raise CommentsError(f"{path}: comments must be a .jsonl or .csv file; convert it or rename it")
+    skipped: list[tuple[int, str]] | None = [] if skip_bad_lines else None
+    if suffix == ".csv":
+        records = _csv_records(path, skipped)
+    else:
+        records = iter_jsonl(path, "comments", error=CommentsError, skipped=skipped, hint=_SKIP_HINT)
     comments: list[Comment] = []
-    skipped: list[tuple[int, str]] = []
-    try:
-        with open(path, encoding="utf-8", newline="" if suffix == ".csv" else None) as fh:
-            records = _csv_records(fh, path) if suffix == ".csv" else _jsonl_records(fh)
-            for lineno, record in records:
-                try:
-                    if isinstance(record, _BadLine):
-                        raise record
-                    comments.append(_parse(record))
-                except _BadLine as exc:
-                    if not skip_bad_lines:
-                        raise CommentsError(
-                            f"{path}: line {lineno}: {exc}; fix the line or pass --skip-bad-lines"
-                        ) from None
-                    skipped.append((lineno, str(exc)))
-    except UnicodeDecodeError as exc:
-        raise CommentsError(f"{path}: not UTF-8 text (byte {exc.start}); re-save the file as UTF-8") from None
+    for lineno, record in records:
+        try:
+            comments.append(_parse(record))
+        except _BadLine as exc:
+            skip_or_raise(path, lineno, str(exc), "fix the line", error=CommentsError, skipped=skipped, hint=_SKIP_HINT)
     comments.sort(key=lambda c: c.t)
-    return CommentLog(path=str(path), comments=comments, skipped=skipped)
+    return CommentLog(path=str(path), comments=comments, skipped=skipped or [])
 
 
 def lookback_bags(

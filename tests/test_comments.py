@@ -78,7 +78,7 @@ def test_malformed_line_raises_with_line_number(tmp_path, lineno):
     with pytest.raises(CommentsError) as err:
         read_comments(path)
     msg = str(err.value)
-    assert f"{path}: line {lineno}:" in msg and "--skip-bad-lines" in msg and "\n" not in msg
+    assert msg.startswith(f"{path}:{lineno}: ") and msg.endswith("fix the line or pass --skip-bad-lines") and "\n" not in msg
 
 
 def test_skip_bad_lines_records_them(bad_jsonl):
@@ -91,7 +91,7 @@ def test_skip_bad_lines_records_them(bad_jsonl):
 def test_csv_malformed_line_numbers(tmp_path):
     path = tmp_path / "c.csv"
     path.write_text('t,user_id,text\n1,u,"a\nb"\nx,u,bad t\n2,u\n3,u,fine\n', encoding="utf-8")
-    with pytest.raises(CommentsError, match=r"line 4:"):
+    with pytest.raises(CommentsError, match=r"c\.csv:4: 't' must be a number of seconds, got 'x'"):
         read_comments(path)
     log = read_comments(path, skip_bad_lines=True)
     assert [n for n, _ in log.skipped] == [4, 5]
@@ -133,3 +133,77 @@ def test_bags_on_a_long_stream_match_a_direct_filter():
     for i in (0, 3, 250, 599):
         direct = [x for x in c if starts[i] + 1 - 5 < x.t <= starts[i] + 1][-16:]
         assert bags[i] == direct
+
+
+# ----------------------------------------------------------------------------- bad and unusual files
+
+
+def test_non_utf8_line_is_named_and_skippable(tmp_path):
+    path = tmp_path / "c.jsonl"
+    good = json.dumps({"t": 1.0, "user_id": "u", "text": "ok"}).encode()
+    path.write_bytes(good + b"\n" + b'{"t": 2.0, "user_id": "u", "text": "caf\xe9"}\n' + good + b"\n")
+    with pytest.raises(CommentsError) as err:
+        read_comments(path)
+    offset = len(good) + 1 + len('{"t": 2.0, "user_id": "u", "text": "caf')
+    assert str(err.value) == (f"{path}:2: byte 0xe9 at offset {offset} is not UTF-8; "
+                              "re-save the file as UTF-8 or pass --skip-bad-lines")
+    log = read_comments(path, skip_bad_lines=True)
+    assert len(log) == 2 and [n for n, _ in log.skipped] == [2]
+
+
+def test_non_utf8_csv_and_utf16_file_are_one_line_errors(tmp_path):
+    csv_path = tmp_path / "c.csv"
+    csv_path.write_bytes(b"t,user_id,text\n1,u,ok\n2,u,\x80\x81\n")
+    with pytest.raises(CommentsError, match=r"c\.csv:3: byte 0x80 at offset 26 is not UTF-8; re-save the file as UTF-8$"):
+        read_comments(csv_path)
+    u16 = tmp_path / "u.jsonl"
+    u16.write_text(json.dumps({"t": 1, "user_id": "u", "text": "x"}) + "\n", encoding="utf-16")
+    with pytest.raises(CommentsError, match=r"u\.jsonl:1: is UTF-16 text, not UTF-8"):
+        read_comments(u16)
+
+
+def test_byte_order_mark_is_accepted_in_jsonl_and_csv(tmp_path):
+    (tmp_path / "c.jsonl").write_bytes(b'\xef\xbb\xbf{"t": 1, "user_id": "u", "text": "x"}\n')
+    (tmp_path / "c.csv").write_bytes(b"\xef\xbb\xbft,user_id,text\n1,u,x\n")  # Excel's "CSV UTF-8"
+    for name in ("c.jsonl", "c.csv"):
+        assert read_comments(tmp_path / name).comments == [Comment(1.0, "u", "x")]
+
+
+@pytest.mark.parametrize("line", [
+    '{"t": 1, "user_id": "u"}',  # missing text
+    '{"user_id": "u", "text": "x"}',  # missing t
+    '{"t": 1e999, "user_id": "u", "text": "x"}',  # infinite
+    '{"t": ' + "1" * 5000 + ', "user_id": "u", "text": "x"}',  # a number Python refuses to parse
+    '{"t": 1, "user_id": {"id": 3}, "text": "x"}',
+    "[" * 50_000 + "]" * 50_000,
+    "",  # (blank: not an error, see below)
+])
+def test_every_malformed_record_is_a_one_line_comments_error(tmp_path, line):
+    path = write_jsonl(tmp_path / "c.jsonl", [json.dumps({"t": 0.5, "user_id": "u", "text": "ok"}), line])
+    if not line:
+        assert len(read_comments(path)) == 1
+        return
+    with pytest.raises(CommentsError) as err:
+        read_comments(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}:2: ") and "\n" not in msg and len(msg) < 300
+
+
+def test_directory_and_wrong_suffix(tmp_path):
+    (tmp_path / "dir.jsonl").mkdir()
+    with pytest.raises(CommentsError, match=r"dir\.jsonl: is a directory, not a comments file"):
+        read_comments(tmp_path / "dir.jsonl")
+    (tmp_path / "c.txt").write_text("hello\n")
+    with pytest.raises(CommentsError, match="must be a .jsonl or .csv file"):
+        read_comments(tmp_path / "c.txt")
+
+
+def test_comments_after_the_clip_end_are_read_but_fall_in_no_bag(tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl", [
+        json.dumps({"t": t, "user_id": "u", "text": "🎉 after" if t > 10 else "during"}) for t in (2.0, 9.5, 10.5, 3600.0)
+    ])
+    log = read_comments(path)
+    assert [c.t for c in log.comments] == [2.0, 9.5, 10.5, 3600.0] and log.skipped == []
+    bags = lookback_bags(log.comments, step_starts=np.arange(10.0), step_seconds=1.0, lookback=5.0)  # a 10 s clip
+    used = [c for bag in bags for c in bag]
+    assert {c.text for c in used} == {"during"} and {c.t for c in used} == {2.0, 9.5}

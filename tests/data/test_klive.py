@@ -79,3 +79,16 @@ def test_eval_klive_log(tmp_path: Path):
     result = evaluate("klive", predictions=pred, annotations=log)
     assert result.overall["kendall_tau"] == pytest.approx(1.0) and result.overall["ndcg@5"] == pytest.approx(1.0)
     assert evaluate("klive", predictions=pred, annotations=tmp_path).overall == result.overall
+
+
+def test_non_utf8_log_and_int64_overflow(tmp_path: Path):
+    log = tmp_path / "x.log"
+    log.write_bytes(_rows().encode() + b"5\t10\t0.3\t[0.1]\t[\xff]\n")
+    with pytest.raises(DataError, match=r"x\.log:4: byte 0xff at offset \d+ is not UTF-8; re-save the file as UTF-8$"):
+        read_klive_log(log)
+    log.write_text("1\t99999999999999999999\t0.5\t[0.1]\t[1.0]\n")
+    with pytest.raises(DataError, match=r"x\.log:1: field 'timestamp' must fit in 64 bits"):
+        read_klive_log(log)
+    (tmp_path / "aid.txt").write_bytes(b"1 2\n3 \xc0\n")
+    with pytest.raises(DataError, match=r"aid\.txt:2: byte 0xc0 at offset 6 is not UTF-8"):
+        read_live_id2aid(tmp_path / "aid.txt")

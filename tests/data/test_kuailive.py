@@ -91,3 +91,21 @@ def test_missing_files_listed_together_and_title_rows_checked(tmp_path: Path):
     root = _write(tmp_path / "k2", titles=3)
     with pytest.raises(DataError, match="3 rows for 2 rooms"):
         read_kuailive(root)
+
+
+def test_non_utf8_csv_overflow_and_damaged_titles(tmp_path: Path):
+    p = tmp_path / "room.csv"
+    p.write_bytes(b"live_id,streamer_id,live_type,live_content_category,start_timestamp,end_timestamp\n"
+                  b"1,2,1,\xd3\xce\xcf\xb7,10,20\n")  # GBK-encoded category
+    with pytest.raises(DataError, match=r"room\.csv:2: byte 0xd3 at offset 88 is not UTF-8; re-save the file as UTF-8$"):
+        read_table(p, REQUIRED["room"])
+    p.write_text("user_id,live_id,streamer_id,timestamp,watch_live_time\n1,2,3,99999999999999999999,5\n")
+    with pytest.raises(DataError, match=r"room\.csv:2: field 'timestamp' must fit in 64 bits"):
+        read_table(p, REQUIRED["click"])
+    p.write_text("user_id,live_id,streamer_id,timestamp,gift_price\n1,2,3,4,nan\n")
+    with pytest.raises(DataError, match=r"room\.csv:2: field 'gift_price' must be a finite number, got 'nan'"):
+        read_table(p, REQUIRED["gift"])
+    root = _write(tmp_path / "kl")
+    (root / "title_embeddings.npy").write_bytes((root / "title_embeddings.npy").read_bytes()[:100])
+    with pytest.raises(DataError, match=r"title_embeddings\.npy: cannot read the array"):
+        read_kuailive(root)

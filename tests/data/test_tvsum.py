@@ -77,3 +77,16 @@ def test_mat_reader_rejects_non_hdf5(tmp_path: Path):
     p.write_bytes(b"MATLAB 5.0 MAT-file, not HDF5")
     with pytest.raises(DataError, match="not a MATLAB 7.3"):
         read_tvsum_mat(p)
+
+
+def test_damaged_mat_and_non_utf8_jsonl_are_one_line_errors(tvsum: Path, tmp_path: Path):
+    data = bytearray((tvsum / "ydata-tvsum50.mat").read_bytes())
+    for name, damaged in (("half.mat", data[: len(data) // 2]),
+                          ("mid.mat", data[: len(data) // 2] + bytes(5000) + data[len(data) // 2 + 5000 :])):
+        (tmp_path / name).write_bytes(bytes(damaged))
+        with pytest.raises(DataError) as err:
+            read_tvsum(tmp_path / name)
+        assert str(err.value).startswith(f"{tmp_path / name}: ") and "\n" not in str(err.value)
+    (tmp_path / "t.jsonl").write_bytes(b'{"vid": "caf\xe9"}\n')
+    with pytest.raises(DataError, match=r"t\.jsonl:1: byte 0xe9 at offset 12 is not UTF-8"):
+        read_tvsum(tmp_path / "t.jsonl")
