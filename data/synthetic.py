@@ -21,7 +21,7 @@ Layout written by :func:`synthesize` (paths in the manifest are relative to it):
     OUT/manifest.jsonl                 one stream per line: stream_id, live_id, clip, comments,
                                        streamer_id, step_seconds, labels {"ctr": [...]}, split,
                                        highlights [[start, end], ...], truth
-    OUT/streams/<id>.mp4               H.264 (libx264, yuv420p) + AAC mono, written with PyAV
+    OUT/streams/<id>.mp4               H.264 (libx264, yuv420p) + AAC mono (mm_live.video_writer)
     OUT/streams/<id>.comments.jsonl    {"t", "user_id", "text"} per line, sorted by t
     OUT/truth/<id>.json                planted events: highlights (start, end, comment_burst
                                        {start, end, lag, n_comments}) and distractors (kind, start, end)
@@ -51,12 +51,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import av
 import numpy as np
 from tqdm import tqdm
 
 from mm_live.errors import ConfigError
 from mm_live.fileio import atomic_dir
+from mm_live.video_writer import write_video
 
 # Fixed origin of every KuaiLive timestamp: 2025-05-01 00:00:00 UTC, in milliseconds.
 BASE_EPOCH_MS = 1_746_057_600_000
@@ -388,33 +388,14 @@ def render_audio(plan: StreamPlan, rng: np.random.Generator, sample_rate: int) -
 
 
 def write_clip(path: Path, plan: StreamPlan, cfg: SynthConfig, rng: np.random.Generator) -> None:
-    """Encode the stream's frames (H.264, yuv420p) and audio (AAC mono) into ``path`` with PyAV."""
+    """Encode the stream's frames (H.264, yuv420p, a key frame at least every 2 s) and audio (AAC mono,
+    32 kb/s) into ``path``; frames are rendered one second at a time."""
     n_frames = int(round(cfg.seconds * cfg.fps))
     audio = render_audio(plan, rng, cfg.sample_rate)
-    # bitexact: no library version strings in the headers, so the bytes depend on the content only.
-    with av.open(str(path), mode="w", format="mp4", options={"fflags": "+bitexact"}) as out:
-        vs = out.add_stream("libx264", rate=cfg.fps, options={"preset": "veryfast", "crf": "23", "threads": "1"})
-        vs.width, vs.height, vs.pix_fmt = cfg.width, cfg.height, "yuv420p"
-        vs.codec_context.gop_size = 2 * cfg.fps
-        vs.codec_context.thread_count = 1
-        aus = out.add_stream("aac", rate=cfg.sample_rate, layout="mono")
-        aus.codec_context.bit_rate = 32_000
-        for s in (vs, aus):
-            s.codec_context.flags |= int(av.codec.context.Flags.bitexact)
-        spf = cfg.fps  # frames per chunk: one second of video, then one second of audio
-        for start in range(0, n_frames, spf):
-            idx = np.arange(start, min(start + spf, n_frames))
-            for i, rgb in zip(idx, render_frames(plan, idx / cfg.fps, cfg.width, cfg.height)):
-                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                frame.pts = int(i)
-                out.mux(vs.encode(frame))
-            a0, a1 = start * cfg.sample_rate // cfg.fps, min((start + spf) * cfg.sample_rate // cfg.fps, len(audio))
-            if a1 > a0:
-                af = av.AudioFrame.from_ndarray(audio[None, a0:a1], format="fltp", layout="mono")
-                af.sample_rate, af.pts = cfg.sample_rate, a0
-                out.mux(aus.encode(af))
-        out.mux(vs.encode(None))
-        out.mux(aus.encode(None))
+    seconds = (np.arange(a, min(a + cfg.fps, n_frames)) for a in range(0, n_frames, cfg.fps))
+    frames = (rgb for idx in seconds for rgb in render_frames(plan, idx / cfg.fps, cfg.width, cfg.height))
+    write_video(path, frames, fps=cfg.fps, audio=audio, sample_rate=cfg.sample_rate, gop=2 * cfg.fps,
+                audio_bit_rate=32_000, bitexact=True, threads=1)
 
 
 # ----------------------------------------------------------------------------- comments

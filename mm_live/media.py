@@ -22,15 +22,23 @@ Audio comes from decord's ``AudioReader`` (which decodes the whole track when op
 torchaudio's ``Resample`` is the fallback, and :func:`iter_clip` uses PyAV window by window for long
 clips so memory stays bounded.
 
-Bad input (missing, empty, truncated or non-video files; out-of-range ``start``/``end``) raises
-:class:`~mm_live.errors.MediaError`. Files are checked with PyAV before decord sees them: decord can
-crash the process on corrupt input.
+Bad input (missing paths, directories, empty, truncated, audio-only or non-video files, data
+corrupted mid-file; out-of-range ``start``/``end``) raises :class:`~mm_live.errors.MediaError`.
+Files are checked with PyAV before decord sees them: decord can crash the process on corrupt input.
+A file whose index is intact but whose data is damaged is only found out while decoding; slight
+damage the decoder conceals decodes with artefacts rather than failing.
+
+Readers are released when a call returns or fails -- decord's by freeing their native handle
+(:func:`_free`), not whenever the garbage collector gets to them -- so decoding many clips, or
+keeping the errors of failed ones, holds no files open.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -87,6 +95,41 @@ class Clip:
     @property
     def num_steps(self) -> int:
         return int(self.step_starts.shape[0])
+
+
+# ----------------------------------------------------------------------------- native readers
+
+
+def _free(reader) -> None:
+    """Release a decord VideoReader/AudioReader (its decoder, buffers and open file) now.
+
+    decord 0.6 has no ``close()``: its ``__del__`` frees the native handle. Left to the garbage
+    collector, a reader lives as long as anything references it -- e.g. a kept exception whose
+    traceback holds the decoding frame -- and keeps its file open. So call ``__del__`` here and
+    clear the handle so the collector's later call frees nothing twice.
+    """
+    if reader is not None and getattr(reader, "_handle", None) is not None:
+        reader.__del__()
+        reader._handle = None
+
+
+@contextlib.contextmanager
+def _silence_native_stderr() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for the block.
+
+    decord's C++ logger writes lines such as ``ERROR Fail to send packet.`` straight to fd 2 when an
+    audio track is damaged, whatever ``decord.logging`` says; a user must see one error line, not
+    decoder chatter. (Anything another thread writes to stderr meanwhile is lost too.)
+    """
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 # ----------------------------------------------------------------------------- checks and probe
@@ -188,10 +231,15 @@ class _DecordAudio:
     """The whole audio track, mono at ``sample_rate``, decoded once by decord's AudioReader."""
 
     def __init__(self, path: Path, sample_rate: int, start: float):
-        reader = decord.AudioReader(str(path), sample_rate=sample_rate, mono=True)
-        # AudioReader's slicing builds a Python list of every sample index; its decoded array is
-        # the data we want, so read it directly.
-        self.samples = np.ascontiguousarray(reader._array[0], dtype=np.float32)
+        reader = None
+        try:
+            with _silence_native_stderr():
+                reader = decord.AudioReader(str(path), sample_rate=sample_rate, mono=True)
+            # AudioReader's slicing builds a Python list of every sample index; its decoded array (a
+            # numpy copy of the native buffer, so it outlives the reader) is the data we want.
+            self.samples = np.ascontiguousarray(reader._array[0], dtype=np.float32)
+        finally:
+            _free(reader)
         self.sample_rate, self.start = sample_rate, start
         self.end = start + len(self.samples) / sample_rate
 
@@ -211,12 +259,16 @@ class _PyAVAudio:
 
     def __init__(self, path: Path, sample_rate: int, info: ClipInfo):
         self.container = av.open(str(path))
-        self.stream = self.container.streams.audio[0]
-        self.native = int(self.stream.sample_rate)
-        self.sample_rate = sample_rate
-        self.start = _seconds(self.stream.start_time, self.stream.time_base) or 0.0
-        self.end = self.start + (info.audio_samples or 0) / self.native
-        self.resample = torchaudio.transforms.Resample(self.native, sample_rate)
+        try:
+            self.stream = self.container.streams.audio[0]
+            self.native = int(self.stream.sample_rate)
+            self.sample_rate = sample_rate
+            self.start = _seconds(self.stream.start_time, self.stream.time_base) or 0.0
+            self.end = self.start + (info.audio_samples or 0) / self.native
+            self.resample = torchaudio.transforms.Resample(self.native, sample_rate)
+        except BaseException:
+            self.container.close()
+            raise
 
     def read(self, t0: float, n: int) -> np.ndarray:
         """[n] float32 samples from time ``t0``; zeros outside the track."""
@@ -256,11 +308,16 @@ class _DecordFrames:
         # must exactly match"): it scales to the next multiple and torch finishes the resize.
         self.frame_size = frame_size
         size = {} if frame_size is None else {"width": -(-frame_size // 32) * 32, "height": frame_size}
+        self.reader = None
         try:
             self.reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1, **size)
             self.times = self.reader.get_frame_timestamp(np.arange(len(self.reader)))[:, 0]
         except decord.DECORDError:
+            self.close()
             raise MediaError(f"{path}: decord cannot decode this video; remux it to mp4 (ffmpeg -i in -c copy out.mp4)") from None
+        except BaseException:
+            self.close()
+            raise
 
     def at(self, times: np.ndarray, path: Path) -> np.ndarray:
         """[N, H, W, 3] uint8: the frame showing at each time."""
@@ -278,6 +335,10 @@ class _DecordFrames:
             pix = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
         return pix
 
+    def close(self) -> None:
+        _free(self.reader)
+        self.reader = None
+
 
 class _KeyFrames:
     """Key frames only, decoded with PyAV (``skip_frame = "NONKEY"``): each time takes the latest
@@ -285,8 +346,12 @@ class _KeyFrames:
 
     def __init__(self, path: Path, frame_size: int | None):
         self.container = av.open(str(path))
-        self.stream = self.container.streams.video[0]
-        self.stream.codec_context.skip_frame = "NONKEY"
+        try:
+            self.stream = self.container.streams.video[0]
+            self.stream.codec_context.skip_frame = "NONKEY"
+        except BaseException:
+            self.container.close()
+            raise
         self.size = {} if frame_size is None else {"width": frame_size, "height": frame_size}
 
     def at(self, times: np.ndarray, path: Path) -> np.ndarray:
@@ -400,10 +465,15 @@ def _sources(path: Path, plan: _Plan, frame_size: int | None, keyframes_only: bo
     if frame_size is not None and not (isinstance(frame_size, int) and frame_size > 0):
         raise MediaError(f"{path}: frame_size must be a positive integer or None, got {frame_size!r}")
     frames = _KeyFrames(path, frame_size) if keyframes_only else _DecordFrames(path, frame_size)
-    return frames, _open_audio(path, plan, whole=whole_audio)
+    try:
+        return frames, _open_audio(path, plan, whole=whole_audio)
+    except BaseException:
+        frames.close()
+        raise
 
 
 def _close(*sources) -> None:
+    """Close the frame and audio sources (None and the already-decoded decord audio need nothing)."""
     for src in sources:
         if hasattr(src, "close"):
             src.close()

@@ -21,53 +21,44 @@ import os
 import platform
 import statistics
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import torch
 
-from mm_live.fileio import atomic_path, write_json
+from mm_live.fileio import write_json
 from mm_live.media import load_clip
+from mm_live.video_writer import write_video
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def make_clip(path: Path, seconds: float, fps: int = 25, size=(1280, 720), gop_seconds: float = 2.0) -> None:
-    """A moving colour pattern with a bouncing square, H.264 (key frame every ``gop_seconds``) + AAC."""
+    """A moving colour pattern with a bouncing square, H.264 (a key frame exactly every ``gop_seconds``)
+    + stereo 48 kHz AAC, like a real stream's track."""
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     rng = np.random.default_rng(0)
-    with atomic_path(path) as tmp:
-        with av.open(str(tmp), "w", format="mp4") as out:
-            vs = out.add_stream("libx264", rate=fps)
-            vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-            vs.options = {"g": str(int(gop_seconds * fps)), "keyint_min": str(int(gop_seconds * fps)),
-                          "sc_threshold": "0", "preset": "veryfast", "crf": "23"}
-            aus = out.add_stream("aac", rate=48000)
-            aus.layout = "stereo"
-            n = int(seconds * fps)
-            for i in range(n):
-                t = i / fps
-                img = np.empty((h, w, 3), np.uint8)
-                img[..., 0] = (128 + 127 * np.sin(xx / 40 + 3 * t)).astype(np.uint8)
-                img[..., 1] = (128 + 127 * np.sin(yy / 30 - 2 * t)).astype(np.uint8)
-                img[..., 2] = ((xx + yy + 200 * t) % 256).astype(np.uint8)
-                x0, y0 = int((w - 160) * abs(np.sin(0.7 * t))), int((h - 160) * abs(np.sin(1.1 * t)))
-                img[y0 : y0 + 160, x0 : x0 + 160] = 255
-                img[rng.integers(0, h, 200), rng.integers(0, w, 200)] = 0  # sparkle: some residual per frame
-                out.mux(vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
-            out.mux(vs.encode())
-            sr, hop = 48000, 1024
-            total = int(seconds * sr)
-            for k in range(0, total, hop):
-                tt = np.arange(k, min(k + hop, total)) / sr
-                tone = 0.3 * np.sin(2 * np.pi * (220 + 110 * np.sin(tt)) * tt)
-                frame = av.AudioFrame.from_ndarray(np.stack([tone, tone]).astype(np.float32), format="fltp", layout="stereo")
-                frame.sample_rate, frame.pts, frame.time_base = sr, k, Fraction(1, sr)
-                out.mux(aus.encode(frame))
-            out.mux(aus.encode())
+
+    def frames():
+        for i in range(int(seconds * fps)):
+            t = i / fps
+            img = np.empty((h, w, 3), np.uint8)
+            img[..., 0] = (128 + 127 * np.sin(xx / 40 + 3 * t)).astype(np.uint8)
+            img[..., 1] = (128 + 127 * np.sin(yy / 30 - 2 * t)).astype(np.uint8)
+            img[..., 2] = ((xx + yy + 200 * t) % 256).astype(np.uint8)
+            x0, y0 = int((w - 160) * abs(np.sin(0.7 * t))), int((h - 160) * abs(np.sin(1.1 * t)))
+            img[y0 : y0 + 160, x0 : x0 + 160] = 255
+            img[rng.integers(0, h, 200), rng.integers(0, w, 200)] = 0  # sparkle: some residual per frame
+            yield img
+
+    sr = 48000
+    tt = np.arange(int(seconds * sr)) / sr
+    tone = (0.3 * np.sin(2 * np.pi * (220 + 110 * np.sin(tt)) * tt)).astype(np.float32)
+    gop = int(gop_seconds * fps)
+    write_video(path, frames(), fps=fps, audio=np.stack([tone, tone]), sample_rate=sr, gop=gop, fixed_gop=True,
+                threads=0, bitexact=False)
 
 
 def pyav_every_frame(path: Path, step: float = 1.0) -> int:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
+import gc
+import os
 from pathlib import Path
 
 import av
@@ -15,6 +16,7 @@ import torchaudio
 from mm_live import media
 from mm_live.errors import MediaError
 from mm_live.media import iter_clip, load_clip, probe
+from mm_live.video_writer import write_video
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -26,36 +28,16 @@ def make_clip(
     """Write an H.264 mp4 whose frame i is a flat grey of level 8*i (or noise), shown for
     ``durations_ms[i]`` (irregular values make a variable-frame-rate clip); optionally a 440 Hz AAC tone
     of ``audio_seconds``. Returns the frames' presentation times in seconds."""
-    options = {"movflags": "faststart"} if faststart else {}
     rng = np.random.default_rng(0)
-    tb = Fraction(1, 1000)
-    with av.open(str(path), "w", options=options) as out:
-        vs = out.add_stream("libx264", rate=round(1000 * len(durations_ms) / sum(durations_ms)))
-        vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
-        vs.codec_context.time_base = tb
-        vs.options = {"g": str(gop), "bf": "0", "crf": "18"}
-        aus = None
-        if audio_seconds:
-            aus = out.add_stream("aac", rate=16000)
-            aus.layout = "mono"
-        times, pts = [], 0
-        for i, d in enumerate(durations_ms):
-            img = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8) if noise else np.full((size[1], size[0], 3), 8 * i, np.uint8)
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts, frame.time_base = pts, tb
-            times.append(pts / 1000)
-            pts += d
-            out.mux(vs.encode(frame))
-        out.mux(vs.encode())
-        if aus is not None:
-            n = int(audio_seconds * 16000)
-            wave = (0.5 * np.sin(2 * np.pi * 440 * np.arange(n) / 16000)).astype(np.float32)
-            for k in range(0, n, 1024):
-                af = av.AudioFrame.from_ndarray(wave[None, k : k + 1024], format="flt", layout="mono")
-                af.sample_rate, af.pts, af.time_base = 16000, k, Fraction(1, 16000)
-                out.mux(aus.encode(af))
-            out.mux(aus.encode())
-    return times
+    w, h = size
+    frames = (rng.integers(0, 256, (h, w, 3), dtype=np.uint8) if noise else np.full((h, w, 3), 8 * i, np.uint8)
+              for i in range(len(durations_ms)))
+    wave = None
+    if audio_seconds:
+        wave = (0.5 * np.sin(2 * np.pi * 440 * np.arange(int(audio_seconds * 16000)) / 16000)).astype(np.float32)
+    return write_video(path, frames, fps=round(1000 * len(durations_ms) / sum(durations_ms)), audio=wave,
+                       sample_rate=16000, durations=[d / 1000 for d in durations_ms], gop=gop, bframes=0, crf=18,
+                       faststart=faststart)
 
 
 def frame_index(frames: torch.Tensor) -> list[int]:
@@ -251,6 +233,10 @@ def _bad_files(tmp: Path, clips) -> dict[str, Path]:
         c.mux(s.encode(af))
         c.mux(s.encode())
     out["no_video"] = tmp / "audio_only.m4a"
+    out["no_video_named_mp4"] = tmp / "audio_only.mp4"
+    out["no_video_named_mp4"].write_bytes(out["no_video"].read_bytes())
+    out["directory"] = tmp / "dir.mp4"
+    out["directory"].mkdir()
     return out
 
 
@@ -262,7 +248,8 @@ def _assert_one_line_media_error(path: Path) -> None:
         assert str(path) in msg and "\n" not in msg
 
 
-@pytest.mark.parametrize("kind", ["missing", "zero", "text", "truncated", "truncated_faststart", "no_video"])
+@pytest.mark.parametrize("kind", ["missing", "zero", "text", "truncated", "truncated_faststart", "no_video",
+                                  "no_video_named_mp4", "directory"])
 def test_bad_files_raise_one_line_media_error(kind, tmp_path, clips):
     _assert_one_line_media_error(_bad_files(tmp_path, clips)[kind])
 
@@ -282,3 +269,58 @@ def test_bad_arguments_raise_media_error(kwargs, clips):
     with pytest.raises(MediaError) as err:
         load_clip(path, **kwargs)
     assert str(path) in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def corrupt_middle(tmp_path_factory) -> Path:
+    """A 6 s clip with audio whose middle third (container index intact) is overwritten with noise."""
+    d = tmp_path_factory.mktemp("corrupt")
+    make_clip(d / "good.mp4", durations_ms=[100] * 60, noise=True, audio_seconds=6.0)
+    data = bytearray((d / "good.mp4").read_bytes())
+    a, b = len(data) // 3, 2 * len(data) // 3
+    data[a:b] = np.random.default_rng(0).integers(0, 256, b - a, dtype=np.uint8).tobytes()
+    (d / "corrupt.mp4").write_bytes(bytes(data))
+    return d / "corrupt.mp4"
+
+
+@pytest.mark.parametrize("keyframes_only", [False, True])
+def test_video_corrupted_in_the_middle_is_one_clean_media_error(corrupt_middle, keyframes_only, capfd):
+    assert probe(corrupt_middle).duration == pytest.approx(6.0)  # the index is intact: only decoding can tell
+    for run in (lambda: load_clip(corrupt_middle, frame_size=16, keyframes_only=keyframes_only),
+                lambda: list(iter_clip(corrupt_middle, frame_size=16, window_steps=2, keyframes_only=keyframes_only))):
+        with pytest.raises(MediaError) as err:
+            run()
+        assert str(corrupt_middle) in str(err.value) and "\n" not in str(err.value)
+    out, err_text = capfd.readouterr()
+    assert err_text == ""  # decoders' own logging (decord's C++ "Fail to send packet.") stays off stderr
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_readers_are_released_after_use_even_when_errors_are_kept(clips, corrupt_middle, monkeypatch):
+    path = clips["audio"][0]
+    load_clip(path, frame_size=16)  # warm-up: libraries open what they keep for the process once
+    kept = []
+    gc.disable()  # only deterministic releases count, not a collector pass
+    try:
+        before = _open_fds()
+        for _ in range(10):
+            load_clip(path, frame_size=16)
+            load_clip(path, frame_size=16, keyframes_only=True)
+            next(iter(iter_clip(path, window_steps=1, frame_size=16)))  # an abandoned generator
+            for kw in ({}, {"keyframes_only": True}):
+                with pytest.raises(MediaError) as err:
+                    load_clip(corrupt_middle, frame_size=16, **kw)
+                kept.append(err.value)  # its traceback references the decoding frames and their readers
+        with monkeypatch.context() as m:  # audio that fails after the frame reader is open
+            m.setattr(media, "_open_audio", lambda *a, **k: (_ for _ in ()).throw(MediaError("simulated")))
+            for _ in range(5):
+                with pytest.raises(MediaError) as err:
+                    load_clip(path, frame_size=16)
+                kept.append(err.value)
+        after = _open_fds()
+    finally:
+        gc.enable()
+    assert after == before, f"{after - before} file descriptors left open"
