@@ -60,6 +60,15 @@ decord.logging.set_level(decord.logging.QUIET)
 _WHOLE_AUDIO_MAX_SECONDS = 1800.0
 # PyAV audio windows are decoded with this margin on each side so the resampler's filter has context.
 _AUDIO_MARGIN_SECONDS = 0.05
+# Bounds that catch absurd arguments before they turn into a decoder failure or a huge allocation.
+_MAX_FRAME_SIZE = 4096
+_SAMPLE_RATES = (1000, 384_000)
+_MAX_OVERSAMPLING = 2  # sampled frames per second may be at most twice the clip's frame rate
+
+
+def _int_in(value: object, lo: int, hi: int | None) -> bool:
+    """``value`` is an int (not a bool) in ``[lo, hi]`` (``hi`` None: no upper bound)."""
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value and (hi is None or value <= hi)
 
 
 @dataclass
@@ -154,6 +163,10 @@ def _open_checked(path: Path) -> av.container.InputContainer:
     if not container.streams.video:
         container.close()
         raise MediaError(f"{path}: has no video stream; pass a video file (audio-only files are not clips)")
+    if container.streams.video[0].codec_context is None:  # FFmpeg has no decoder for this codec
+        container.close()
+        raise MediaError(f"{path}: its video codec cannot be decoded here; re-encode it to H.264 "
+                         "(ffmpeg -i in -c:v libx264 -c:a aac out.mp4)")
     return container
 
 
@@ -396,13 +409,22 @@ class _Plan:
 
 def _plan(path: Path, step_seconds: float, frames_per_step: int, sample_rate: int,
           start: float | None, end: float | None) -> _Plan:
-    if not (isinstance(step_seconds, (int, float)) and math.isfinite(step_seconds) and step_seconds > 0):
+    if isinstance(step_seconds, bool) or not (isinstance(step_seconds, (int, float)) and math.isfinite(step_seconds)
+                                                and step_seconds > 0):
         raise MediaError(f"{path}: step_seconds must be a positive number, got {step_seconds!r}; pass e.g. --step-seconds 1")
-    if not (isinstance(frames_per_step, int) and frames_per_step >= 1):
+    if not _int_in(frames_per_step, 1, None):
         raise MediaError(f"{path}: frames_per_step must be an integer >= 1, got {frames_per_step!r}; pass e.g. 1")
-    if not (isinstance(sample_rate, int) and sample_rate > 0):
-        raise MediaError(f"{path}: sample_rate must be a positive integer, got {sample_rate!r}; pass e.g. 16000")
+    if not _int_in(sample_rate, *_SAMPLE_RATES):
+        raise MediaError(f"{path}: sample_rate must be an integer from {_SAMPLE_RATES[0]} to {_SAMPLE_RATES[1]} Hz, "
+                         f"got {sample_rate!r}; pass e.g. 16000")
     info = probe(path)
+    rate = frames_per_step / step_seconds
+    if rate > _MAX_OVERSAMPLING * info.fps:
+        raise MediaError(
+            f"{path}: frames_per_step={frames_per_step} every step_seconds={step_seconds:g} samples {rate:g} frames/s "
+            f"from a {info.fps:g} fps clip (each frame taken more than {_MAX_OVERSAMPLING} times); "
+            "use fewer frames per step or longer steps"
+        )
     t_begin, t_end = info.start_time, info.start_time + info.duration
     s = t_begin if start is None else float(start)
     e = t_end if end is None else float(end)
@@ -462,8 +484,9 @@ def _window(path: Path, plan: _Plan, steps: np.ndarray, frames, audio) -> Clip:
 
 
 def _sources(path: Path, plan: _Plan, frame_size: int | None, keyframes_only: bool, whole_audio: bool):
-    if frame_size is not None and not (isinstance(frame_size, int) and frame_size > 0):
-        raise MediaError(f"{path}: frame_size must be a positive integer or None, got {frame_size!r}")
+    if frame_size is not None and not _int_in(frame_size, 1, _MAX_FRAME_SIZE):
+        raise MediaError(f"{path}: frame_size must be an integer from 1 to {_MAX_FRAME_SIZE} or None (native size), "
+                         f"got {frame_size!r}; pass e.g. 224")
     frames = _KeyFrames(path, frame_size) if keyframes_only else _DecordFrames(path, frame_size)
     try:
         return frames, _open_audio(path, plan, whole=whole_audio)
@@ -507,7 +530,7 @@ def iter_clip(
     Concatenating the windows gives the same frames as :func:`load_clip` with the same arguments.
     """
     path = Path(path)
-    if not (isinstance(window_steps, int) and window_steps >= 1):
+    if not _int_in(window_steps, 1, None):
         raise MediaError(f"{path}: window_steps must be an integer >= 1, got {window_steps!r}")
     plan = _plan(path, step_seconds, frames_per_step, sample_rate, start, end)
     whole = plan.info.duration <= _WHOLE_AUDIO_MAX_SECONDS

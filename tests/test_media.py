@@ -237,6 +237,10 @@ def _bad_files(tmp: Path, clips) -> dict[str, Path]:
     out["no_video_named_mp4"].write_bytes(out["no_video"].read_bytes())
     out["directory"] = tmp / "dir.mp4"
     out["directory"].mkdir()
+    out["one_frame"] = tmp / "one_frame.mp4"  # 0.1 s: shorter than one step
+    write_video(out["one_frame"], [np.zeros((48, 64, 3), np.uint8)], fps=10)
+    out["unknown_codec"] = tmp / "unknown_codec.mp4"  # an H.264 stream relabelled with a codec FFmpeg lacks
+    out["unknown_codec"].write_bytes(clips["silent"][0].read_bytes().replace(b"avc1", b"zzzz"))
     return out
 
 
@@ -249,9 +253,17 @@ def _assert_one_line_media_error(path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["missing", "zero", "text", "truncated", "truncated_faststart", "no_video",
-                                  "no_video_named_mp4", "directory"])
+                                  "no_video_named_mp4", "directory", "unknown_codec"])
 def test_bad_files_raise_one_line_media_error(kind, tmp_path, clips):
     _assert_one_line_media_error(_bad_files(tmp_path, clips)[kind])
+
+
+def test_clip_shorter_than_one_step(tmp_path, clips):
+    path = _bad_files(tmp_path, clips)["one_frame"]
+    assert probe(path).duration == pytest.approx(0.1)
+    with pytest.raises(MediaError, match=r"0\.1 s from start to end is shorter than one step"):
+        load_clip(path)
+    assert load_clip(path, step_seconds=0.1, frame_size=16).num_steps == 1
 
 
 def test_first_half_of_real_clip_raises_media_error(bigbuckbunny, tmp_path):
@@ -262,7 +274,10 @@ def test_first_half_of_real_clip_raises_media_error(bigbuckbunny, tmp_path):
     "kwargs",
     [dict(start=-1.0), dict(start=3.0), dict(end=3.5), dict(start=2.0, end=1.0), dict(start=2.5),
      dict(step_seconds=0), dict(step_seconds=float("nan")), dict(frames_per_step=0), dict(frame_size=0),
-     dict(step_seconds=10.0)],
+     dict(step_seconds=10.0),
+     # absurd values: before they reach the decoder (a crash) or an allocation (MemoryError, std::bad_alloc)
+     dict(step_seconds=True), dict(frame_size=True), dict(frame_size=100_000), dict(sample_rate=10**9),
+     dict(step_seconds=1e-4), dict(step_seconds=1e-9), dict(frames_per_step=10**7), dict(frames_per_step=30)],
 )
 def test_bad_arguments_raise_media_error(kwargs, clips):
     path = clips["silent"][0]
