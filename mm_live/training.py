@@ -304,10 +304,16 @@ class Trainer:
 
     def _truncate_log(self, step: int) -> None:
         """Drop log rows written after the checkpoint we resume from (they are about to be redone)."""
+        from mm_live.fileio import atomic_open
+        from mm_live.jsonl import iter_jsonl
+
         path = self.out_dir / "metrics.jsonl"
         if path.is_file():
-            rows = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln and json.loads(ln)["step"] <= step]
-            path.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
+            skipped: list = []  # a damaged line (e.g. cut by a crash mid-write) is dropped, not fatal
+            rows = [obj for _, obj in iter_jsonl(path, "training log", error=CheckpointError, skipped=skipped)
+                    if isinstance(obj.get("step"), int) and obj["step"] <= step]
+            with atomic_open(path, "w", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(r) + "\n" for r in rows)
 
     def _log(self, row: dict[str, Any]) -> None:
         with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:

@@ -31,9 +31,9 @@ DEMO_CONFIG = {
 
 
 def _real_clip() -> Path | None:
-    root = os.environ.get("MM_LIVE_REAL_DATA")
-    path = Path(root) / "clips" / "bigbuckbunny.mp4" if root else None
-    return path if path is not None and path.is_file() else None
+    """The real clip under MM_LIVE_REAL_DATA (default ../shared/data, as for the tests), if present."""
+    path = Path(os.environ.get("MM_LIVE_REAL_DATA") or "../shared/data") / "clips" / "bigbuckbunny.mp4"
+    return path if path.is_file() else None
 
 
 def run_demo(out_dir: str | Path = "demo_out", seed: int = 0, streams: int = 12, seconds: float = 24.0,

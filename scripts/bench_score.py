@@ -5,7 +5,7 @@ commonly emit; AAC audio; 3 comments per second; the 600 s clip loops the 60 s o
 (EfficientNet-Lite0 + all-MiniLM-L6-v2 with LoRA, log-mel transformer, default Fusion-Q-Former),
 in two decoding modes: exact-time sampling (decord seeks) and key-frame-only decoding (PyAV).
 
-For each run: ×real time, the breakdown (decode, prepare, encode, fuse, temporal, write), and the
+For each run: ×real time, the breakdown (decode, prepare, model, write), and the
 ratio of the total to decode-only + model-only time measured separately in the same run (1.0 =
 the pipeline adds nothing on top of its two irreducible parts). Cost per second of stream for 600 s
 vs 60 s shows whether cost is linear in length. Weights are untrained (speed does not depend on
@@ -35,8 +35,9 @@ from mm_live.checkpoint import save_checkpoint  # noqa: E402
 from mm_live.config import Config  # noqa: E402
 from mm_live.fileio import write_json  # noqa: E402
 from mm_live.media import iter_clip  # noqa: E402
-from mm_live.pipelines.highlight import KIND, build_model, comment_bags, score_clip  # noqa: E402
+from mm_live.pipelines.highlight import KIND, StepFeatures, build_model, score_clip  # noqa: E402
 from mm_live.comments import read_comments  # noqa: E402
+from mm_live.streams import comment_bags  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,7 +95,6 @@ def checkpoint(work: Path, keyframes: bool) -> Path:
     model = build_model(cfg)
     run = work / f"run-{'key' if keyframes else 'exact'}"
     save_checkpoint(run / "best", config=cfg, model=model, kind=KIND)
-    write_json(run / "model.json", {"route": "clips", "modalities": ["frame", "audio", "comment"], "use_alignment": True})
     return run
 
 
@@ -108,7 +108,8 @@ def decode_only(clip: Path, cfg: Config) -> float:
 
 
 def model_only(clip: Path, comments: Path, model) -> float:
-    """Prepare + encode + fuse + temporal on pre-decoded windows (decoding excluded from the timing)."""
+    """Prepare + encode + fuse + temporal on pre-decoded windows (decoding excluded from the timing);
+    the same step batches and head call as ``score_clip``."""
     m = model.cfg.media
     parts = list(iter_clip(clip, window_steps=300, step_seconds=m.step_seconds, frames_per_step=m.frames_per_step,
                            frame_size=m.frame_size, sample_rate=m.sample_rate, keyframes_only=m.keyframes_only))
@@ -122,7 +123,7 @@ def model_only(clip: Path, comments: Path, model) -> float:
             for a in range(0, len(inputs), 32):  # the same step batches as score_clip
                 chunk = inputs[a : a + 32]
                 feats.append(model.steps(chunk, torch.arange(len(chunk))[None]))
-        f = type(feats[0])(*(torch.cat([getattr(x, k) for x in feats], 1) for k in ("fused", "text", "has_text", "video")))
+        f = StepFeatures.cat(feats)
         n = f.fused.shape[1]
         model.forward_steps(f, torch.tensor([n]), torch.tensor([0]))
     return time.perf_counter() - t0
@@ -177,12 +178,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
     print()
-    hdr = f"{'clip':>6s} {'mode':>9s} {'total s':>8s} {'x RT':>6s} {'decode':>7s} {'prep':>6s} {'encode':>7s} {'fuse':>6s} {'tempo':>6s} {'write':>6s} {'dec-only':>8s} {'model-only':>10s} {'tot/(d+m)':>9s}"
+    hdr = f"{'clip':>6s} {'mode':>9s} {'total s':>8s} {'x RT':>6s} {'decode':>7s} {'prep':>6s} {'model':>7s} {'write':>6s} {'dec-only':>8s} {'model-only':>10s} {'tot/(d+m)':>9s}"
     print(hdr)
     for r in rows:
         b = r["breakdown_s"]
         print(f"{r['clip_seconds']:>5.0f}s {r['mode']:>9s} {r['total_s']:>8.2f} {r['x_realtime']:>6.1f} {b['decode']:>7.2f} {b['prepare']:>6.2f} "
-              f"{b['encode']:>7.2f} {b['fuse']:>6.2f} {b['temporal']:>6.2f} {b['write']:>6.2f} {r['decode_only_s']:>8.2f} "
+              f"{b['model']:>7.2f} {b.get('write', 0.0):>6.2f} {r['decode_only_s']:>8.2f} "
               f"{r['model_only_s']:>10.2f} {r['total_over_decode_plus_model']:>9.2f}")
     lin = {}
     if len(args.lengths) > 1:

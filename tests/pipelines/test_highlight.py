@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -16,6 +15,7 @@ from mm_live.data.synthetic import SynthConfig, synthesize
 from tiny_config import TINY  # tests/pipelines/tiny_config.py
 
 from mm_live.ops import hash_id
+from mm_live.video_writer import write_video
 from mm_live.pipelines.highlight import HighlightBatch, StepFeatures, build_model, score_clip, train
 
 
@@ -80,7 +80,6 @@ def test_clip_route_is_causal_in_its_inputs():
     """Perturb the frames/audio/comments of future steps in the real clip route (tiny encoders)."""
     torch.manual_seed(0)
     model = build_model(tiny_cfg(**{"highlight.realign": False})).eval()
-    from mm_live.encoders.comment import CommentBatch
     from mm_live.multimodal import MultimodalInputs
 
     t = 12
@@ -140,15 +139,7 @@ def test_train_writes_run_and_score_writes_outputs(run_dir, synth, tmp_path, cap
 
 def test_score_without_comments_and_without_audio(run_dir, tmp_path):
     clip = tmp_path / "silent.mp4"
-    with av.open(str(clip), "w") as c:
-        s = c.add_stream("libx264", rate=10)
-        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
-        for i in range(40):
-            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 6, np.uint8), format="rgb24")
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+    write_video(clip, (np.full((64, 64, 3), i * 6, np.uint8) for i in range(40)), fps=10)
     res = score_clip(clip, run_dir, out_dir=tmp_path / "o")
     assert len(res.scores) == 4 and np.isfinite(res.scores).all()
     assert json.loads((tmp_path / "o" / "scores.json").read_text())["has_audio"] is False
