@@ -1,22 +1,27 @@
 """Text–video temporal alignment: batched soft-DTW, its contrastive loss, and causal hard DTW.
 
-* :func:`soft_dtw` — soft-DTW (Cuturi & Blondel, 2017) of a batch of cost matrices, computed along
-  anti-diagonals, with the analytic backward (their E-recursion, also along anti-diagonals) in a
-  ``torch.autograd.Function``. Autograd through every diagonal works but is several times slower
-  than tslearn's numba kernel; the analytic backward needs only three multiply-adds per diagonal.
+* :func:`soft_dtw` — soft-DTW (Cuturi & Blondel, 2017) of a batch of cost matrices with the analytic
+  backward (their E-recursion) in a ``torch.autograd.Function``. Two implementations of the same
+  recursion: on the CPU (float32/float64, numba installed) the numba kernels of
+  :mod:`mm_live._soft_dtw_numba`, one compiled sweep per item; elsewhere (CUDA, other dtypes, no
+  numba) torch ops along anti-diagonals. Autograd through every diagonal works but is several
+  times slower; the analytic backward needs only three multiply-adds per cell.
 * :func:`alignment_loss` — KuaiHL's modality temporal alignment (MTAM): the true text order is the
   positive, random permutations of the text order are negatives, logits ``-R_nn``, cross-entropy.
 * :func:`hard_dtw` / :func:`realign_comments` — ContentCTR's hard DTW with a causal Sakoe–Chiba band
   (text step i may align only to video steps j in [i - w, i]) in O(n·w), used at scoring time to move
   each comment step's embedding to the video step it refers to.
 
-tslearn's soft-DTW is not used: it runs on NumPy/numba (no torch autograd on our device, no padding
-masks) and is not a project dependency; ``scripts/bench_dtw.py`` compares against it.
+tslearn's soft-DTW is not used: it has no padding masks, moves every table through torch and NumPy
+on each call, and is slower at every length we measured; ``scripts/bench_dtw.py`` compares against it.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from types import ModuleType
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -127,6 +132,8 @@ def _soft_dtw_backward(Q: torch.Tensor, Dq: torch.Tensor, len_x: torch.Tensor, l
 
 
 class _SoftDTW(torch.autograd.Function):
+    """Torch anti-diagonal path (any device/dtype)."""
+
     @staticmethod
     def forward(ctx, D, len_x, len_y, gamma):
         values, Q, Dq = _soft_dtw_forward(D, len_x, len_y, gamma)
@@ -138,6 +145,38 @@ class _SoftDTW(torch.autograd.Function):
     def backward(ctx, grad_out):
         Q, Dq, len_x, len_y = ctx.saved_tensors
         return _soft_dtw_backward(Q, Dq, len_x, len_y, grad_out), None, None, None
+
+
+@functools.cache
+def _numba_kernels() -> ModuleType | None:
+    """The CPU kernels, or ``None`` when numba is not installed (or disabled by NUMBA_DISABLE_JIT)."""
+    try:
+        import numba
+
+        from mm_live import _soft_dtw_numba
+    except ImportError:
+        return None
+    return None if numba.config.DISABLE_JIT else _soft_dtw_numba
+
+
+class _SoftDTWNumba(torch.autograd.Function):
+    """CPU numba path: the forward keeps the soft-min weights, the backward is the E-recursion."""
+
+    @staticmethod
+    def forward(ctx, D, len_x, len_y, gamma, store):
+        kernels, threads = _numba_kernels(), torch.get_num_threads()
+        lx, ly = len_x.numpy().copy(), len_y.numpy().copy()  # kept for the backward
+        values, weights = kernels.forward(D.detach().contiguous().numpy(), lx, ly, gamma, store, threads)
+        ctx.weights, ctx.lengths, ctx.shape = weights, (lx, ly), D.shape[1:]
+        return torch.from_numpy(values).to(D.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        kernels, threads = _numba_kernels(), torch.get_num_threads()
+        grad = grad_out.detach().double().contiguous().numpy()
+        G = kernels.backward(ctx.weights, *ctx.lengths, grad, *ctx.shape, threads)
+        return torch.from_numpy(G), None, None, None, None
 
 
 def soft_dtw(
@@ -157,9 +196,16 @@ def soft_dtw(
         len_x, len_y: valid lengths ``[B]`` (1 <= len_x <= n, 1 <= len_y <= m); item b uses the block
             ``D[b, :len_x[b], :len_y[b]]`` and padding gets zero gradient. ``None`` = full.
     Returns:
-        values ``[B]``. Double backward is not supported. In float32 the gradient carries an absolute
-        error of about ``|R|/γ · 1e-7`` (the soft-min weights subtract two values of size R/γ):
-        ≈1e-4 at n = 128, ≈7e-4 at n = 512 for costs in [0, 1]; pass float64 when that matters.
+        values ``[B]``. Double backward is not supported.
+
+    Precision: the CPU kernels (float32/float64 on the CPU, numba installed) compute in float64
+    whatever the input dtype, so float32 values are float64 ones rounded, and float32 gradients are
+    within ~1e-6 relative of float64 ones (the soft-min weights are kept in the input dtype);
+    soft-min terms below e^-69 of the largest, and gradient entries below 1e-30 times the upstream
+    gradient, are dropped. The torch path (CUDA, other dtypes, no numba) computes in the
+    input dtype: in float32 its gradient carries an absolute error of about ``|R|/γ · 1e-7`` (the
+    soft-min weights subtract two values of size R/γ): ≈1e-4 at n = 128, ≈7e-4 at n = 512 for costs
+    in [0, 1]; pass float64 when that matters.
     """
     if D.dim() != 3:
         raise ValueError(f"soft_dtw expects D [B, n, m], got shape {tuple(D.shape)}")
@@ -170,6 +216,8 @@ def soft_dtw(
     len_y = torch.full((b,), m, dtype=torch.long, device=D.device) if len_y is None else len_y.to(D.device, torch.long)
     if bool((len_x < 1).any() | (len_x > n).any() | (len_y < 1).any() | (len_y > m).any()):
         raise ValueError(f"soft_dtw lengths must lie in [1, {n}] × [1, {m}]")
+    if D.device.type == "cpu" and D.dtype in (torch.float32, torch.float64) and _numba_kernels() is not None:
+        return _SoftDTWNumba.apply(D, len_x, len_y, float(gamma), torch.is_grad_enabled() and D.requires_grad)
     return _SoftDTW.apply(D, len_x, len_y, float(gamma))
 
 

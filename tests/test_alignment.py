@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from mm_live import alignment
 from mm_live.alignment import (
     _random_orders,
     alignment_loss,
@@ -42,8 +43,26 @@ def naive_value_and_grad(D: torch.Tensor, gamma: float) -> tuple[float, torch.Te
     return value.item(), D.grad
 
 
+@pytest.fixture(params=["numba", "torch"])
+def backend(request, monkeypatch):
+    """Run a test on each soft-DTW implementation: the CPU numba kernels and the torch path
+    (what CUDA tensors, other dtypes, and installs without numba get)."""
+    if request.param == "torch":
+        monkeypatch.setattr(alignment, "_numba_kernels", lambda: None)
+    elif alignment._numba_kernels() is None:
+        pytest.skip("numba is not installed")
+    return request.param
+
+
+def value_and_grad(D: torch.Tensor, *args, weights: torch.Tensor | None = None):
+    D = D.detach().clone().requires_grad_(True)
+    values = soft_dtw(D, *args)
+    (values if weights is None else values * weights).sum().backward()
+    return values.detach(), D.grad
+
+
 @pytest.mark.parametrize("gamma", [0.1, 1.0])
-def test_soft_dtw_matches_naive_reference_in_float64(gamma):
+def test_soft_dtw_matches_naive_reference_in_float64(gamma, backend):
     g = torch.Generator().manual_seed(0)
     D = (torch.rand(3, 7, 5, generator=g, dtype=torch.float64) * 2).requires_grad_(True)
     len_x, len_y = torch.tensor([7, 4, 1]), torch.tensor([5, 5, 3])
@@ -58,7 +77,7 @@ def test_soft_dtw_matches_naive_reference_in_float64(gamma):
         assert D.grad[b, n:].abs().sum() == 0 and D.grad[b, :, m:].abs().sum() == 0  # padding: no gradient
 
 
-def test_soft_dtw_float32_is_close_to_float64():
+def test_soft_dtw_float32_is_close_to_float64(backend):
     g = torch.Generator().manual_seed(1)
     D64 = torch.rand(4, 20, 17, generator=g, dtype=torch.float64).requires_grad_(True)
     D32 = D64.detach().float().requires_grad_(True)
@@ -68,7 +87,110 @@ def test_soft_dtw_float32_is_close_to_float64():
     torch.testing.assert_close(D32.grad.double(), D64.grad, rtol=1e-4, atol=1e-5)
 
 
-def test_soft_dtw_gradcheck_tiny():
+def test_numba_float32_is_float64_rounded_at_training_length():
+    """The CPU kernels compute in float64 for float32 inputs too: at n = 128 the float32 gradient is
+    the float64 one to float32 rounding (the torch path's float32 gradient is off by ~1e-4 here)."""
+    if alignment._numba_kernels() is None:
+        pytest.skip("numba is not installed")
+    D32 = torch.rand(2, 128, 128, generator=torch.Generator().manual_seed(12))
+    v64, g64 = value_and_grad(D32.double())
+    v32, g32 = value_and_grad(D32)
+    assert v32.dtype == g32.dtype == torch.float32
+    torch.testing.assert_close(v32.double(), v64, rtol=1e-7, atol=0)
+    torch.testing.assert_close(g32.double(), g64, rtol=1e-6, atol=1e-9)
+
+
+def test_cpu_float_inputs_use_the_numba_kernels():
+    if alignment._numba_kernels() is None:
+        pytest.skip("numba is not installed")
+    for dtype in (torch.float32, torch.float64):
+        D = torch.rand(2, 5, 4, dtype=dtype, requires_grad=True)
+        assert type(soft_dtw(D).grad_fn).__name__ == "_SoftDTWNumbaBackward"
+
+
+def test_backends_agree_on_a_padded_batch(monkeypatch):
+    if alignment._numba_kernels() is None:
+        pytest.skip("numba is not installed")
+    g = torch.Generator().manual_seed(13)
+    D = torch.rand(5, 40, 33, generator=g, dtype=torch.float64) * 2
+    lens = (torch.tensor([40, 1, 17, 40, 9]), torch.tensor([33, 20, 1, 5, 33]))
+    weights = torch.tensor([1.0, -0.5, 2.0, 0.25, -3.0], dtype=torch.float64)
+    v_numba, g_numba = value_and_grad(D, 0.1, *lens, weights=weights)
+    monkeypatch.setattr(alignment, "_numba_kernels", lambda: None)
+    v_torch, g_torch = value_and_grad(D, 0.1, *lens, weights=weights)
+    torch.testing.assert_close(v_numba, v_torch, rtol=1e-12, atol=0)
+    torch.testing.assert_close(g_numba, g_torch, rtol=1e-9, atol=1e-14)
+
+
+def test_soft_dtw_without_grad_gives_the_same_values(backend):
+    D = torch.rand(3, 12, 9, generator=torch.Generator().manual_seed(14), dtype=torch.float64)
+    with_grad, _ = value_and_grad(D)
+    with torch.no_grad():
+        torch.testing.assert_close(soft_dtw(D.requires_grad_(True)), with_grad, rtol=0, atol=0)
+
+
+def test_soft_dtw_nan_cost_in_the_block_gives_nan(backend):
+    D = torch.rand(2, 6, 6, generator=torch.Generator().manual_seed(15), dtype=torch.float64)
+    for i, j in [(0, 0), (2, 3), (5, 5), (5, 0)]:
+        dirty = D.clone()
+        dirty[0, i, j] = float("nan")
+        values = soft_dtw(dirty)
+        assert torch.isnan(values[0]) and values[1] == soft_dtw(D)[1]
+
+
+def test_numba_kernels_split_across_threads_exactly():
+    kernels = alignment._numba_kernels()
+    if kernels is None:
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(16)
+    D = rng.random((20, 100, 90))  # enough cells to be split
+    len_x, len_y = rng.integers(1, 101, size=20), rng.integers(1, 91, size=20)
+    grad = rng.normal(size=20)
+    results = []
+    for threads in (1, 2, 3):
+        values, weights = kernels.forward(D, len_x, len_y, 0.1, True, threads)
+        results.append((values, kernels.backward(weights, len_x, len_y, grad, 100, 90, threads)))
+    assert D[0].size * len(D) >= kernels._PARALLEL_MIN_CELLS
+    for values, G in results[1:]:
+        np.testing.assert_array_equal(values, results[0][0])
+        np.testing.assert_array_equal(G, results[0][1])
+
+
+def test_numba_kernels_stay_in_bounds(monkeypatch):
+    """Bounds-checked builds of the kernels over edge shapes (one row or column, one item, padding,
+    value only): numba does not check indices by default, and a stray write corrupts the heap."""
+    kernels = alignment._numba_kernels()
+    if kernels is None:
+        pytest.skip("numba is not installed")
+    from numba import njit
+
+    for name in ("_forward_items", "_backward_items"):
+        checked = njit(boundscheck=True, **kernels._OPTIONS)(getattr(kernels, name).py_func)
+        monkeypatch.setattr(kernels, name, checked)
+    rng = np.random.default_rng(17)
+    for len_x, len_y in [([1], [1]), ([1], [6]), ([6], [1]), ([5, 1, 2], [1, 4, 4]), ([3, 7], [7, 2])]:
+        len_x, len_y = np.array(len_x), np.array(len_y)
+        D = rng.random((len(len_x), len_x.max(), len_y.max()))
+        values, weights = kernels.forward(D, len_x, len_y, 0.1, True, 1)
+        kernels.backward(weights, len_x, len_y, np.ones(len(D)), *D.shape[1:], 1)
+        np.testing.assert_array_equal(kernels.forward(D, len_x, len_y, 0.1, False, 1)[0], values)
+
+
+def test_numba_jit_works_where_no_cache_folder_can_be_found():
+    """numba refuses ``cache=True`` when it finds no writable cache location (here: a function
+    without a source file, as in a read-only install with a read-only home); the kernels then
+    compile without the disk cache instead of failing at import."""
+    numba = pytest.importorskip("numba")
+    from mm_live._soft_dtw_numba import _jit
+
+    namespace: dict = {}
+    exec("def twice(x):\n    return 2.0 * x\n", namespace)
+    with pytest.raises(RuntimeError, match="cannot cache"):
+        numba.njit(cache=True)(namespace["twice"])
+    assert _jit()(namespace["twice"])(1.5) == 3.0
+
+
+def test_soft_dtw_gradcheck_tiny(backend):
     g = torch.Generator().manual_seed(2)
     D = torch.rand(2, 4, 3, generator=g, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda d: soft_dtw(d, 0.1), (D,))
@@ -77,13 +199,13 @@ def test_soft_dtw_gradcheck_tiny():
 
 
 @pytest.mark.parametrize("n,m", [(1, 1), (1, 5), (5, 1)])
-def test_soft_dtw_single_row_or_column_is_the_sum(n, m):
+def test_soft_dtw_single_row_or_column_is_the_sum(n, m, backend):
     D = torch.rand(2, n, m, generator=torch.Generator().manual_seed(n + m), dtype=torch.float64, requires_grad=True)
     torch.testing.assert_close(soft_dtw(D, 0.1), D.sum(dim=(1, 2)))
     assert torch.autograd.gradcheck(lambda d: soft_dtw(d, 0.1), (D,))
 
 
-def test_soft_dtw_padding_values_never_leak():
+def test_soft_dtw_padding_values_never_leak(backend):
     g = torch.Generator().manual_seed(3)
     D = torch.rand(2, 6, 6, generator=g, dtype=torch.float64)
     len_x, len_y = torch.tensor([6, 3]), torch.tensor([4, 6])
@@ -111,7 +233,7 @@ def brute_force_dtw_cost(D: np.ndarray) -> float:
     return float(C[n, m])
 
 
-def test_soft_dtw_tends_to_hard_dtw_as_gamma_shrinks():
+def test_soft_dtw_tends_to_hard_dtw_as_gamma_shrinks(backend):
     D = torch.rand(1, 9, 8, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     hard = brute_force_dtw_cost(D[0].numpy())
     assert soft_dtw(D, 1e-4).item() == pytest.approx(hard, abs=1e-2)
@@ -145,7 +267,7 @@ def test_random_orders_permute_only_inside_the_valid_length():
     assert any(orders[0, k, :5].tolist() != list(range(5)) for k in range(7))
 
 
-def test_alignment_loss_equals_manual_cross_entropy():
+def test_alignment_loss_equals_manual_cross_entropy(backend):
     g = torch.Generator().manual_seed(5)
     z, v = torch.randn(2, 5, 8, generator=g), torch.randn(2, 5, 8, generator=g)
     lengths = torch.tensor([5, 4])
