@@ -1,0 +1,129 @@
+import faiss
+import numpy as np
+import pytest
+import torch
+
+from mm_live.errors import ConfigError, DataError
+from mm_live.index import faiss_pq_index
+from mm_live.quantization import (
+    ApproxTargetAttention,
+    ProductQuantizer,
+    exact_target_attention,
+    lookup_tables,
+    table_scores,
+)
+
+
+def unit_vectors(n: int, d: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    x = unit_vectors(1000, 32)
+    return x, ProductQuantizer(32, m=4, nbits=5).fit(x, niter=10)
+
+
+def test_m_must_divide_d():
+    with pytest.raises(ConfigError, match=r"quant.m=5 must divide the embedding size d=32: choose m among \[1, 2, 4, 8, 16, 32\]"):
+        ProductQuantizer(32, m=5)
+
+
+def test_too_few_training_vectors_names_the_fix():
+    with pytest.raises(DataError, match="100 training vectors for 256 codewords .* lower quant.nbits to 6"):
+        ProductQuantizer(16, m=4, nbits=8).fit(unit_vectors(100, 16))
+
+
+def test_forward_before_fit_is_refused():
+    with pytest.raises(RuntimeError, match=r"call fit"):
+        ProductQuantizer(16, m=4, nbits=4)(torch.zeros(2, 16))
+
+
+@pytest.mark.parametrize("nbits, dtype", [(8, torch.uint8), (4, torch.uint8), (10, torch.uint16)])
+def test_faiss_codes_equal_model_codes_and_decode_agrees(nbits, dtype):
+    x = unit_vectors(1200, 32, seed=nbits)
+    pq = ProductQuantizer(32, m=4, nbits=nbits).fit(x, niter=8)
+    codes = pq.encode(x)
+    assert codes.dtype == dtype and codes.shape == (1200, 4)
+    index = faiss_pq_index(pq.codebooks_numpy())
+    packed = index.sa_encode(x)  # faiss packs codes of nbits != 8 into a bit string per vector
+    faiss_codes = faiss.unpack_bitstrings(packed, 4, nbits)
+    np.testing.assert_array_equal(faiss_codes, codes.long().numpy())
+    np.testing.assert_array_equal(index.sa_decode(packed), pq.decode(codes).numpy())
+
+
+def test_forward_is_straight_through_with_vq_loss(fitted):
+    x, pq = fitted
+    xt = torch.tensor(x[:64], requires_grad=True)
+    out = pq(xt)
+    q = pq.decode(pq.encode(x[:64]))
+    assert torch.equal(out.codes, pq.encode(x[:64]).long())
+    torch.testing.assert_close(out.quantized.detach(), q)
+    torch.testing.assert_close(out.loss, (1 + pq.commitment) * ((q - xt.detach()) ** 2).mean())
+    w = torch.randn(64, 32)
+    pq.codebooks.grad = None
+    (out.quantized * w).sum().backward(retain_graph=True)
+    torch.testing.assert_close(xt.grad, w)  # straight-through: d quantized / d x = identity
+    assert pq.codebooks.grad is None  # codewords learn from the loss only
+    out.loss.backward()
+    used = torch.zeros(4, pq.k, dtype=torch.bool)
+    used[torch.arange(4), out.codes] = True
+    grad_norm = pq.codebooks.grad.norm(dim=-1)
+    assert (grad_norm[~used] == 0).all() and (grad_norm[used] > 0).all()  # only the chosen codewords move
+
+
+def test_training_with_the_loss_reaches_kmeans_quality():
+    x = torch.tensor(unit_vectors(400, 16, seed=3))
+    kmeans_loss = ProductQuantizer(16, m=4, nbits=3).fit(x)(x).loss.item()
+    pq = ProductQuantizer(16, m=4, nbits=3).fit(x[:8])  # a poor start: 8 vectors for 8 codewords
+    assert pq(x).loss.item() > 1.3 * kmeans_loss
+    for _ in range(30):  # plain gradient descent (torch.optim would import torch._dynamo: seconds)
+        pq.codebooks.grad = None
+        pq(x).loss.backward()
+        with torch.no_grad():
+            pq.codebooks -= 20.0 * pq.codebooks.grad
+    assert pq(x).loss.item() < 1.05 * kmeans_loss
+
+
+def test_lookup_table_scores_equal_inner_products_with_decoded(fitted):
+    x, pq = fitted
+    codes = pq.encode(x[:500])
+    decoded = pq.decode(codes)
+    q = torch.tensor(unit_vectors(3, 32, seed=9))
+    tables = lookup_tables(q, pq.codebooks.detach())
+    assert tables.shape == (3, 4, pq.k)
+    torch.testing.assert_close(table_scores(tables, codes), q @ decoded.t(), rtol=1e-5, atol=1e-5)
+    per_query = codes.unsqueeze(0).expand(3, -1, -1)  # [B, L, m] histories
+    torch.testing.assert_close(table_scores(tables, per_query), q @ decoded.t(), rtol=1e-5, atol=1e-5)
+
+
+def test_approx_attention_over_everything_equals_exact_attention(fitted):
+    x, pq = fitted
+    codes = pq.encode(x[:300])
+    q = torch.tensor(unit_vectors(2, 32, seed=4))
+    with torch.no_grad():
+        full = ApproxTargetAttention(pq, top_k=300)(q, codes)
+        ctx, _ = exact_target_attention(q, pq.decode(codes))
+        torch.testing.assert_close(full.context, ctx, rtol=1e-5, atol=1e-6)
+        raw = torch.tensor(x[:300])
+        full_raw = ApproxTargetAttention(pq, top_k=300)(q, codes, history=raw)
+        torch.testing.assert_close(full_raw.context, exact_target_attention(q, raw)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_approx_attention_picks_the_exact_top_k_of_the_decoded_items(fitted):
+    x, pq = fitted
+    codes = pq.encode(x)
+    q = torch.tensor(unit_vectors(4, 32, seed=5))
+    with torch.no_grad():
+        out = ApproxTargetAttention(pq, top_k=20)(q, codes)
+        exact = q @ pq.decode(codes).t()
+    assert out.indices.shape == out.weights.shape == (4, 20)
+    for b in range(4):
+        assert set(out.indices[b].tolist()) == set(exact[b].topk(20).indices.tolist())
+    torch.testing.assert_close(out.weights.sum(-1), torch.ones(4))
+
+
+def test_shortlist_smaller_than_top_k_is_refused(fitted):
+    with pytest.raises(ConfigError, match="top_k <= shortlist"):
+        ApproxTargetAttention(fitted[1], top_k=10, shortlist=5)
