@@ -192,6 +192,8 @@ class HighlightConfig:
     realign: bool = True  # hard-DTW re-alignment of comment embeddings (score t then sees comments up to t + max_comment_lag)
     alignment: bool = True  # False: no alignment loss and no re-alignment (the ablation)
     window_steps: int = 64  # steps per training window; scoring never gives a step more past context than this
+    embed_weight: float = 0.1  # InfoNCE between the two halves' embeddings of each window (trains the clip embedding)
+    embed_temperature: float = 0.1
     top_k: int = 5  # highlight windows reported by `score`
 
     def validate(self, p: str) -> None:
@@ -200,9 +202,10 @@ class HighlightConfig:
         _divides(self.n_heads, self.d_model, f"{p}.n_heads", f"{p}.d_model")
         if self.lookback_steps is not None:
             _positive(self.lookback_steps, f"{p}.lookback_steps")
-        for name in ("alpha_bap", "beta_diff", "align_weight"):
+        for name in ("alpha_bap", "beta_diff", "align_weight", "embed_weight"):
             _in_range(getattr(self, name), f"{p}.{name}", 0.0, 1e6)
         _positive(self.dtw_gamma, f"{p}.dtw_gamma")
+        _positive(self.embed_temperature, f"{p}.embed_temperature")
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Highlight-CTR losses: pointwise BCE/MSE, border-aware pairwise (KuaiHL), first-order difference (ContentCTR).
+"""Ranking losses: pointwise BCE/MSE, border-aware pairwise (KuaiHL), first-order difference (ContentCTR),
+and the symmetric in-batch InfoNCE that trains embeddings (highlight clip embedding, EM3's CIC).
 
 Conventions (all functions): the model outputs ``logits [B, T]``; the score on the label's scale is
 ``s = sigmoid(logits)`` (a CTR/LVTR in (0, 1), like the label). Labels ``y [B, T]`` lie in [0, 1] and
@@ -111,6 +112,40 @@ def first_order_difference_loss(
     delta = (scores[:, 1:] - scores[:, :-1]) - (labels[:, 1:] - labels[:, :-1])
     per_pair = F.smooth_l1_loss(delta, torch.zeros_like(delta), reduction="none", beta=beta)
     return _masked_mean(per_pair, pair)
+
+
+def symmetric_info_nce(a: torch.Tensor, b: torch.Tensor, groups: torch.Tensor | None = None,
+                       temperature: torch.Tensor | float = 0.1) -> torch.Tensor:
+    """In-batch symmetric InfoNCE: ``S = norm(a)·norm(b)ᵀ/τ``, ``½[CE(S, I) + CE(Sᵀ, I)]``.
+
+    a, b [B, d]: row i of ``a`` and row i of ``b`` are two views of one thing (the positive pair);
+    groups [B] (optional): rows of the same group are not negatives of each other (their
+    off-diagonal logits are masked), e.g. one item twice in a batch, two windows of one stream.
+    """
+    s = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / temperature  # [B, B]
+    if groups is not None:
+        eye = torch.eye(len(groups), dtype=torch.bool, device=s.device)
+        s = s.masked_fill((groups[:, None] == groups[None, :]) & ~eye, float("-inf"))
+    target = torch.arange(len(s), device=s.device)
+    return 0.5 * (F.cross_entropy(s, target) + F.cross_entropy(s.T, target))
+
+
+def two_halves_info_nce(hidden: torch.Tensor, lengths: torch.Tensor, embed, groups: torch.Tensor | None = None,
+                        temperature: float = 0.1) -> torch.Tensor:
+    """:func:`symmetric_info_nce` between the pooled embeddings of each sequence's first and second half.
+
+    hidden [S, T, d] states of S right-padded sequences, lengths [S]; ``embed(hidden, mask [S, T])``
+    pools and projects to [S, d_emb]; groups [S]: sequences of one source (e.g. windows of one
+    stream) are not negatives of each other. Sequences shorter than 2 steps are left out; 0 when
+    fewer than two remain.
+    """
+    t = torch.arange(hidden.shape[1], device=hidden.device)[None]
+    half = (lengths // 2)[:, None]
+    a, b = embed(hidden, t < half), embed(hidden, (t >= half) & (t < lengths[:, None]))
+    keep = lengths >= 2
+    if keep.sum() < 2:
+        return hidden.new_zeros(())
+    return symmetric_info_nce(a[keep], b[keep], None if groups is None else groups[keep], temperature)
 
 
 @dataclass

@@ -33,7 +33,7 @@ from mm_live import runs
 from mm_live.alignment import alignment_loss, realign_comments
 from mm_live.config import MODALITIES, Config
 from mm_live.errors import ConfigError
-from mm_live.losses import highlight_loss
+from mm_live.losses import highlight_loss, two_halves_info_nce
 from mm_live.metrics import auc, kendall_tau, trapezoid_ap
 from mm_live.multimodal import MultimodalEncoder, MultimodalInputs
 from mm_live.ops import hash_id, masked_mean
@@ -52,22 +52,25 @@ D_ALIGN = 64  # width of the text/frame spaces the soft-DTW alignment compares
 @dataclass
 class HighlightOutput:
     """logits [S, T] (score = sigmoid); text/video [S, T, D_ALIGN] alignment embeddings;
-    embedding [S, d_emb] pooled, L2-normalised clip embedding."""
+    embedding [S, d_emb] pooled, L2-normalised clip embedding; hidden [S, T, d_model] temporal states."""
 
     logits: torch.Tensor
     text: torch.Tensor
     video: torch.Tensor
     embedding: torch.Tensor
+    hidden: torch.Tensor
 
 
 @dataclass
 class HighlightBatch:
-    """S streams: labels [S, T] (-1 = padding), lengths [S], streamer [S] hashed ids; clip route:
-    ``inputs`` (N steps) and ``index`` [S, T] into them; feature route: video/text/has_text [S, T, ...]."""
+    """S streams: labels [S, T] (-1 = padding), lengths [S], streamer [S] hashed ids, stream [S] hashed
+    stream ids; clip route: ``inputs`` (N steps) and ``index`` [S, T] into them; feature route:
+    video/text/has_text [S, T, ...]."""
 
     labels: torch.Tensor
     lengths: torch.Tensor
     streamer: torch.Tensor
+    stream: torch.Tensor | None = None
     index: torch.Tensor | None = None
     inputs: MultimodalInputs | None = None
     video: torch.Tensor | None = None
@@ -124,8 +127,13 @@ class HighlightModel(nn.Module):
         else:
             hidden = self.temporal(x)  # [S, T, d_model]
         valid = torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]
-        return HighlightOutput(self.head(hidden).squeeze(-1), z, v,
-                               F.normalize(self.embed_head(masked_mean(hidden, valid)), dim=-1))
+        return HighlightOutput(self.head(hidden).squeeze(-1), z, v, self.embed(hidden, valid), hidden)
+
+    def embed(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Temporal states [S, T, d_model] pooled over ``mask`` [S, T] -> L2-normalised [S, d_emb]."""
+        return F.normalize(self.embed_head(masked_mean(hidden, mask)), dim=-1)
+
+
 
     def training_step(self, batch: HighlightBatch) -> StepOutput:
         out, h = self(batch), self.cfg.highlight
@@ -134,7 +142,12 @@ class HighlightModel(nn.Module):
             align = alignment_loss(out.text, out.video, batch.lengths.cpu(), h.n_negatives, h.dtw_gamma)
         loss = highlight_loss(out.logits, batch.labels, alpha=h.alpha_bap, beta=h.beta_diff, pointwise=h.pointwise,
                               align_loss=align, align_weight=h.align_weight)
-        return StepOutput(loss.total, {k: v for k, v in loss.as_dict().items() if k != "total"})
+        parts = {k: v for k, v in loss.as_dict().items() if k != "total"}
+        if h.embed_weight > 0:
+            emb = two_halves_info_nce(out.hidden, batch.lengths, self.embed, batch.stream, h.embed_temperature)
+            parts["embed"] = float(emb.detach())
+            return StepOutput(loss.total + h.embed_weight * emb, parts)
+        return StepOutput(loss.total, parts)
 
 
 def build_model(cfg: Config) -> HighlightModel:
@@ -149,16 +162,17 @@ def collate(windows: Sequence[StreamWindow], n_streamers: int) -> HighlightBatch
     """Windows of S streams -> a padded :class:`HighlightBatch`."""
     labels, lengths, valid = pad_labels(windows)
     (s, t), streamer = labels.shape, torch.tensor([hash_id(w.streamer_id, n_streamers) for w in windows])
+    stream = torch.tensor([hash_id(w.stream_id, 1 << 62) for w in windows])
     if windows[0].inputs is not None:
         index = torch.full((s, t), -1, dtype=torch.long)
         index[valid] = torch.arange(int(lengths.sum()))
-        return HighlightBatch(labels, lengths, streamer, index=index, inputs=MultimodalInputs.cat([w.inputs for w in windows]))
+        return HighlightBatch(labels, lengths, streamer, stream, index=index, inputs=MultimodalInputs.cat([w.inputs for w in windows]))
     dv, dt = windows[0].video.shape[1], 1 if windows[0].text is None else windows[0].text.shape[1]
     video, text, has_text = torch.zeros(s, t, dv), torch.zeros(s, t, dt), torch.zeros(s, t, dtype=torch.bool)
     video[valid] = torch.from_numpy(np.concatenate([w.video for w in windows]))
     if windows[0].text is not None:
         text[valid], has_text[valid] = torch.from_numpy(np.concatenate([w.text for w in windows])), True
-    return HighlightBatch(labels, lengths, streamer, video=video, text=text, has_text=has_text)
+    return HighlightBatch(labels, lengths, streamer, stream, video=video, text=text, has_text=has_text)
 
 
 @torch.no_grad()

@@ -144,3 +144,46 @@ def test_highlight_loss_combines_parts():
     assert torch.isfinite(logits.grad).all() and logits.grad[1, 9:].abs().sum() == 0
     no_align = highlight_loss(logits, labels, pointwise="mse")
     assert no_align.align.item() == 0.0
+
+
+def test_symmetric_info_nce_by_hand_on_3x3_and_groups_masked():
+    import math
+
+    from mm_live.losses import symmetric_info_nce
+
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    b = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    tau = 0.5
+    r = 1 / math.sqrt(2)
+    # S = norm(a) norm(b)^T / tau
+    S = [[1 / tau, r / tau, 0.0], [0.0, r / tau, 1 / tau], [r / tau, 1 / tau, r / tau]]
+
+    def ce(rows):
+        return sum(-rows[i][i] + math.log(sum(math.exp(v) for v in rows[i])) for i in range(3)) / 3
+
+    cols = [[S[j][i] for j in range(3)] for i in range(3)]
+    expected = 0.5 * (ce(S) + ce(cols))
+    got = symmetric_info_nce(a, b, temperature=tau)
+    assert abs(float(got) - expected) < 1e-5
+    assert abs(float(symmetric_info_nce(b, a, temperature=tau)) - expected) < 1e-5  # symmetric
+    # rows 0 and 2 of one group: their off-diagonal logits drop out of both softmaxes
+    masked = [[S[0][0], S[0][1]], [S[1][0], S[1][1], S[1][2]], [S[2][1], S[2][2]]]
+    masked_cols = [[cols[0][0], cols[0][1]], [cols[1][0], cols[1][1], cols[1][2]], [cols[2][1], cols[2][2]]]
+
+    def ce_rows(rows, diag):
+        return sum(-d + math.log(sum(math.exp(v) for v in r)) for r, d in zip(rows, diag)) / 3
+
+    exp_g = 0.5 * (ce_rows(masked, [S[0][0], S[1][1], S[2][2]]) + ce_rows(masked_cols, [S[0][0], S[1][1], S[2][2]]))
+    got_g = symmetric_info_nce(a, b, torch.tensor([7, 8, 7]), temperature=tau)
+    assert abs(float(got_g) - exp_g) < 1e-5
+
+
+def test_two_halves_info_nce_needs_two_sequences_of_two_steps():
+    from mm_live.losses import two_halves_info_nce
+
+    h = torch.randn(3, 6, 4, requires_grad=True)
+    embed = lambda x, m: (x * m[..., None]).sum(1)  # noqa: E731
+    assert float(two_halves_info_nce(h, torch.tensor([1, 1, 6]), embed)) == 0.0
+    loss = two_halves_info_nce(h, torch.tensor([6, 4, 2]), embed)
+    loss.backward()
+    assert loss > 0 and h.grad[1, 4:].abs().sum() == 0  # padding gets no gradient
