@@ -216,13 +216,23 @@ class GiftingConfig:
     neighbours: int = 10  # top-k neighbours kept per metapath
     swing_alpha: float = 1.0
     edge_weight: str = _choice("log_value", "log_value", "count")
-    pretrain_epochs: int = 5
+    pretrain_epochs: int = 5  # LightGCN epochs on the training-period gift graph (0: random ID embeddings)
+    n_users: int = 0  # size of the run's user vocabulary (set from the data by `train`)
+    n_streamers: int = 0  # size of the run's streamer vocabulary (set from the data by `train`)
+    window_hours: float = 24.0  # neighbour tables are rebuilt per window from the gifts before its start
+    segment_steps: int = 2  # live segment: this many steps ending at the sample's step (clip route)
+    expansion: bool = True  # False: no metapath target attention (ablation)
+    content: bool = True  # False: no live-content embedding (ablation)
 
     def validate(self, p: str) -> None:
         _positive(self.d_model, f"{p}.d_model")
         _positive(self.neighbours, f"{p}.neighbours")
         _positive(self.swing_alpha, f"{p}.swing_alpha")
         _in_range(self.pretrain_epochs, f"{p}.pretrain_epochs", 0, 10000)
+        _in_range(self.n_users, f"{p}.n_users", 0, 1 << 40)
+        _in_range(self.n_streamers, f"{p}.n_streamers", 0, 1 << 40)
+        _positive(self.window_hours, f"{p}.window_hours")
+        _positive(self.segment_steps, f"{p}.segment_steps")
 
 
 @dataclass
