@@ -99,3 +99,28 @@ def feature_dims(items: list[Item]) -> list[int]:
     """[video_dim, text_dim] (0 when the dataset has no text features)."""
     _, video, text, _ = items[0]
     return [int(video.shape[1]), 0 if text is None else int(text.shape[1])]
+
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".flv", ".ts", ".webm", ".avi")
+
+
+def clip_collection(path: str | Path) -> list[Any]:
+    """Clips to embed: an own-logs manifest (its streams) or a folder of videos (each with an
+    optional ``<name>.comments.jsonl`` beside it) -> :class:`~mm_live.export.ClipItem` list."""
+    from mm_live.export import ClipItem
+
+    path = Path(path)
+    if path.is_dir():
+        videos = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+        if not videos:
+            raise DataError(f"{path} holds no video files ({', '.join(VIDEO_SUFFIXES)}): pass a folder of clips or a manifest")
+        items = []
+        for v in videos:
+            comments = v.with_name(v.stem + ".comments.jsonl")
+            items.append(ClipItem(v.stem, v, comments if comments.is_file() else None))
+        return items
+    from mm_live.data.manifest import check_media, read_manifest
+
+    records = read_manifest(path)
+    check_media(records)
+    return [ClipItem(r.id, Path(r.clip), r.comments, r.streamer_id) for r in records]

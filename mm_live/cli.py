@@ -15,24 +15,8 @@ from pathlib import Path
 from mm_live import __version__
 from mm_live.errors import MMLiveError
 
-# Subcommands whose library side has not landed yet, with the issue that builds them.
-_NOT_BUILT = {
-    "export-index": "the retrieval/export issue (product quantization + FAISS)",
-    "search": "the retrieval/export issue (product quantization + FAISS)",
-}
 # Tasks `mm-live train` knows; each is the pipeline module mm_live.pipelines.<name> (see mm_live.tasks).
 _TASKS = ("highlight", "gifting", "em3")
-
-
-class _NotBuilt(MMLiveError):
-    pass
-
-
-def _not_built(name: str):
-    def run(args: argparse.Namespace | None = None) -> int:
-        raise _NotBuilt(f"'mm-live {name}' is not built yet; it lands with {_NOT_BUILT[name]}")
-
-    return run
 
 
 # ----------------------------------------------------------------------------- commands
@@ -78,6 +62,37 @@ def _cmd_score(args: argparse.Namespace) -> int:
         print(f"  #{rank}  {w.start:8.1f} s - {w.end:8.1f} s   score {w.score:.3f}")
     for name, path in res.outputs.items():
         print(f"  {name:18s} {path}")
+    return 0
+
+
+def _cmd_export_index(args: argparse.Namespace) -> int:
+    from mm_live.data.windows import clip_collection
+    from mm_live.export import export_index
+
+    out = export_index(args.checkpoint, clip_collection(args.data), args.out, segment_seconds=args.segment_seconds,
+                       ivf_lists=args.ivf_lists, m=args.m, nbits=args.nbits, refine=args.refine, device=args.device)
+    import json
+
+    meta = json.loads((out / "index.json").read_text(encoding="utf-8"))
+    print(f"indexed {meta['count']} vectors ({meta['kind']}, {meta['m']}x{meta['nbits']} bits, refine {meta['refine']}) -> {out}")
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    import json
+
+    from mm_live.export import search_index
+
+    res = search_index(args.index, k=args.k, checkpoint=args.checkpoint, clip=args.clip, comments=args.comments,
+                       item_id=args.id, vector=args.vector, nprobe=args.nprobe, device=args.device)
+    hits = res.hits[0]
+    if args.json:
+        print(json.dumps([{"id": h.id, "score": round(h.score, 6), "stream_id": h.stream_id, "start": h.start,
+                           "end": h.end} for h in hits]))
+        return 0
+    print(f"{'rank':>4s}  {'score':>7s}  {'id':>8s}  {'stream':20s} {'start s':>8s} {'end s':>8s}")
+    for rank, h in enumerate(hits, 1):
+        print(f"{rank:4d}  {h.score:7.4f}  {h.id:8d}  {h.stream_id:20s} {h.start:8.1f} {h.end:8.1f}")
     return 0
 
 
@@ -166,11 +181,39 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, help="write the metrics as JSON here")
     s.set_defaults(func=_cmd_eval)
 
-    s = sub.add_parser("export-index", help="export quantized embeddings to a FAISS index (not built yet)")
-    s.set_defaults(func=_not_built("export-index"))
+    s = sub.add_parser(
+        "export-index", help="embed clips with a trained run and export product-quantized vectors to FAISS",
+        description="Embed every clip of --data (an own-logs manifest, or a folder of videos with optional "
+        "<name>.comments.jsonl) with the run, one vector per clip or per --segment-seconds segment, and write "
+        "OUT/index.faiss + OUT/index.json (sidecar: model config hash, dims, metric, PQ shape, id -> stream/start/end). "
+        "Killed mid-way, nothing appears at OUT; the same command again resumes where it stopped.")
+    s.add_argument("--checkpoint", required=True, type=Path, help="run directory written by 'mm-live train'")
+    s.add_argument("--data", required=True, type=Path, help="manifest JSONL or folder of videos")
+    s.add_argument("--out", required=True, type=Path, help="index directory (written atomically)")
+    s.add_argument("--segment-seconds", type=float, help="one vector per segment of this length (default: per clip)")
+    s.add_argument("--ivf-lists", type=int, help="IndexIVFPQ with this many coarse lists (default quant.ivf_lists; 0 = IndexPQ)")
+    s.add_argument("--m", type=int, help="PQ sub-vectors = bytes per vector at 8 bits (default quant.m)")
+    s.add_argument("--nbits", type=int, help="bits per sub-vector code (default quant.nbits)")
+    s.add_argument("--refine", default="none", help="re-rank with none, sq8, flat or pq<bytes> (default none)")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    s.set_defaults(func=_cmd_export_index)
 
-    s = sub.add_parser("search", help="query an exported FAISS index (not built yet)")
-    s.set_defaults(func=_not_built("search"))
+    s = sub.add_parser(
+        "search", help="query an exported FAISS index with a clip, an indexed id or a vector",
+        description="Print the top-K items of the index for one query: --clip (embedded with --checkpoint, the run "
+        "that built the index), --id of an indexed item, or --vector FILE.npy.")
+    s.add_argument("--index", required=True, type=Path, help="index directory written by export-index")
+    q = s.add_mutually_exclusive_group(required=True)
+    q.add_argument("--clip", type=Path, help="query clip")
+    q.add_argument("--id", type=int, help="query by an indexed item's id")
+    q.add_argument("--vector", type=Path, help="query vector saved with numpy.save")
+    s.add_argument("--comments", type=Path, help="comments of the query clip")
+    s.add_argument("--checkpoint", type=Path, help="run that built the index (needed with --clip)")
+    s.add_argument("-k", type=int, default=10, help="results to print (default 10)")
+    s.add_argument("--nprobe", type=int, help="IVF lists visited per query (default: the index's)")
+    s.add_argument("--json", action="store_true", help="print the hits as one JSON list")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    s.set_defaults(func=_cmd_search)
 
     s = sub.add_parser("data", help="dataset tools")
     dsub = s.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)

@@ -114,6 +114,15 @@ def finish_scores(source: ClipSource, enc: EncodedClip, scores: np.ndarray, embe
     return result
 
 
+def segment_masks(step_starts: np.ndarray, step_seconds: float, segment_seconds: float) -> tuple[torch.Tensor, list[tuple[float, float]]]:
+    """Consecutive segments of ``segment_seconds`` over T steps -> masks [n, T] bool and (start, end) seconds."""
+    n, t = max(1, int(round(segment_seconds / step_seconds))), len(step_starts)
+    firsts = range(0, t, n)
+    steps = torch.arange(t)
+    masks = torch.stack([(steps >= a) & (steps < a + n) for a in firsts])
+    return masks, [(float(step_starts[a]), float(step_starts[min(a + n, t) - 1] + step_seconds)) for a in firsts]
+
+
 def peak_times(windows: Sequence[Any], scores: np.ndarray, step_starts: np.ndarray) -> list[float]:
     """Start time of the best-scored step inside each window (``.start``/``.end`` in seconds)."""
     times = []

@@ -51,8 +51,18 @@ class Task:
         raise NotImplementedError
 
     def prepare_inference(self, model: nn.Module) -> nn.Module:
-        """Make a loaded model ready for scoring (e.g. merge LoRA adapters). Default: unchanged."""
+        """Make a loaded model ready for scoring. Default: LoRA adapters merged into the backbones
+        (scoring then runs the plain backbones; do not train the result further)."""
+        from mm_live.lora import merge_lora
+
+        merge_lora(model)
         return model
+
+    def embed_clip(self, model: nn.Module, source: Any, *, segment_seconds: float | None = None,
+                   streamer_id: str | None = None) -> tuple[Any, list[tuple[float, float]]]:
+        """Embeddings of a clip (a :class:`~mm_live.scoring.ClipSource`): the whole clip, or one per
+        ``segment_seconds`` segment -> (vectors [n, d_emb] float32 numpy, [(start, end)] seconds)."""
+        raise ConfigError(f"'{self.name}' runs give no clip embeddings to index")
 
     def score(self, clip: Any, checkpoint: Any, **options: Any) -> Any:
         """Score a clip with a run of this task (``mm-live score``): a :class:`~mm_live.scoring.ScoreResult`.

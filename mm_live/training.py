@@ -221,7 +221,7 @@ class Trainer:
             accum_parts: dict[str, float] = {}
             for batch in batches:
                 with autocast(self.device, self.use_amp):
-                    out = self.model.training_step(_to_device(batch, self.device))
+                    out = self.model.training_step(to_device(batch, self.device))
                 (out.loss / tc.grad_accum).backward()
                 for k, v in {"loss": float(out.loss.detach()), **out.parts}.items():
                     accum_parts[k] = accum_parts.get(k, 0.0) + v / tc.grad_accum
@@ -320,15 +320,22 @@ class Trainer:
             fh.write(json.dumps(row) + "\n")
 
 
-def _to_device(batch: Any, device: torch.device) -> Any:
+def to_device(batch: Any, device: torch.device | str) -> Any:
+    """``batch`` with every tensor moved to ``device``: tensors, dicts, lists/tuples, dataclasses
+    (field by field) and objects with their own ``to``."""
+    import dataclasses
+
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
     if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
+        return {k: to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)) and not hasattr(batch, "_fields"):
-        return type(batch)(_to_device(v, device) for v in batch)
+        return type(batch)(to_device(v, device) for v in batch)
     if hasattr(batch, "to") and callable(batch.to):
         return batch.to(device)
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        return dataclasses.replace(batch, **{f.name: to_device(getattr(batch, f.name), device)
+                                            for f in dataclasses.fields(batch) if f.init})
     return batch
 
 

@@ -1,19 +1,12 @@
 """Highlight CTR (ContentCTR / KuaiHL): a click-through score for every step of a live stream.
 
-Per step the Fusion-Q-Former (over LoRA-adapted encoders; clip route) or a projection of
-precomputed features (feature route) gives a fused vector; a causal temporal transformer
-(:mod:`mm_live.temporal`) turns the sequence plus the streamer's embedding into one score per step.
-Losses (:mod:`mm_live.losses`): ``L = L_point + α·L_BAP + β·L_diff + 0.01·L_align``, ``L_align`` the
-soft-DTW contrastive alignment of per-step text and frame embeddings.
-
-Comment re-alignment (ContentCTR's DTW module, our placement): comments describe what already
-happened, so the text embedding of step i moves, by the open-end hard DTW in the causal band
-``j ∈ [i − w, i]`` (``w = media.max_comment_lag``), to the video step it refers to. The moved text
-stream enters the temporal transformer next to the Q-Former output (which keeps its own look-back
-bags). Score t then depends on comments up to ``t + w`` and on nothing later (tested); turn
-``highlight.realign`` off for strictly causal scores.
-
-Everything generic — lazy windows, the trainer, run loading, the scoring loop — is in the core.
+Per step, fused multimodal features (clip route) or projected precomputed features (feature route)
+plus the streamer embedding feed a causal temporal transformer; one score per step. Loss:
+``L = L_point + α·L_BAP + β·L_diff + λ_align·L_align (+ λ_embed·InfoNCE of the clip embedding)``.
+Comment re-alignment (ContentCTR's DTW, our placement): the text embedding of step i moves, by the
+open-end hard DTW in the band ``[i − w, i]`` (``w = media.max_comment_lag``), to the video step it
+refers to, so score t depends on comments up to ``t + w`` and nothing later (tested); turn
+``highlight.realign`` off for strictly causal scores. See docs/highlight.md and docs/design.md.
 """
 
 from __future__ import annotations
@@ -38,12 +31,12 @@ from mm_live.metrics import auc, kendall_tau, trapezoid_ap
 from mm_live.multimodal import MultimodalEncoder, MultimodalInputs
 from mm_live.ops import hash_id, masked_mean
 from mm_live.runtime import eval_mode
-from mm_live.scoring import ClipSource, ScoreResult, encode_clip, finish_scores
+from mm_live.scoring import ClipSource, ScoreResult, encode_clip, finish_scores, segment_masks
 from mm_live.streams import ClipWindows, FeatureWindows, StreamWindow, pad_labels
 from mm_live.tasks import Task, TaskData, register
 from mm_live.steps import ClipSteps, FeatureSteps, StepFeatures
 from mm_live.temporal import CausalTemporalTransformer
-from mm_live.training import LoaderBatches, StepOutput, TrainResult
+from mm_live.training import LoaderBatches, StepOutput, TrainResult, to_device
 
 KIND = "highlight"
 D_ALIGN = 64  # width of the text/frame spaces the soft-DTW alignment compares
@@ -76,9 +69,6 @@ class HighlightBatch:
     video: torch.Tensor | None = None
     text: torch.Tensor | None = None
     has_text: torch.Tensor | None = None
-
-    def to(self, device: torch.device | str) -> "HighlightBatch":
-        return HighlightBatch(*(None if (v := getattr(self, f.name)) is None else v.to(device) for f in dataclasses.fields(self)))
 
 
 class HighlightModel(nn.Module):
@@ -161,8 +151,8 @@ def build_model(cfg: Config) -> HighlightModel:
 def collate(windows: Sequence[StreamWindow], n_streamers: int) -> HighlightBatch:
     """Windows of S streams -> a padded :class:`HighlightBatch`."""
     labels, lengths, valid = pad_labels(windows)
-    (s, t), streamer = labels.shape, torch.tensor([hash_id(w.streamer_id, n_streamers) for w in windows])
-    stream = torch.tensor([hash_id(w.stream_id, 1 << 62) for w in windows])
+    (s, t), stream = labels.shape, torch.tensor([hash_id(w.stream_id, 1 << 62) for w in windows])
+    streamer = torch.tensor([hash_id(w.streamer_id, n_streamers) for w in windows])
     if windows[0].inputs is not None:
         index = torch.full((s, t), -1, dtype=torch.long)
         index[valid] = torch.arange(int(lengths.sum()))
@@ -185,7 +175,7 @@ def predict_streams(model: HighlightModel, data: ClipWindows | FeatureWindows, d
             windows = [data[i] for i in ids]
             feats = []
             for a in range(0, len(windows), batch):  # step features are per step: window batches are exact
-                chunk = collate(windows[a : a + batch], model.cfg.highlight.n_streamers).to(device)
+                chunk = to_device(collate(windows[a : a + batch], model.cfg.highlight.n_streamers), device)
                 f = model.step_features(chunk)
                 feats += [StepFeatures(*(getattr(f, k.name)[j : j + 1, : len(w)] for k in dataclasses.fields(f)))
                           for j, w in enumerate(windows[a : a + batch])]
@@ -197,8 +187,7 @@ def predict_streams(model: HighlightModel, data: ClipWindows | FeatureWindows, d
 
 
 def evaluate(model: HighlightModel, data: ClipWindows | FeatureWindows, device: torch.device | str = "cpu") -> dict[str, float]:
-    """Per stream: AUC (highlight steps vs the rest, pooled over streams), mean Kendall τ against the
-    CTR labels, top-5 mAP (AP of the 5 best-scored steps, highlight steps as positives, UMT's AP)."""
+    """AUC (highlight steps vs the rest, pooled), mean per-stream Kendall τ vs the labels, top-5 mAP (UMT's AP)."""
     preds = predict_streams(model, data, device)
     labels = [np.concatenate([w.labels for w in ws]) for ws, _ in preds]
     pos = [np.concatenate([w.positives for w in ws]) for ws, _ in preds]
@@ -210,55 +199,11 @@ def evaluate(model: HighlightModel, data: ClipWindows | FeatureWindows, device: 
             "top5_map": float(np.mean(aps)) if aps else float("nan")}
 
 
-class HighlightTask(Task):
-    name, metric, mode = KIND, "auc", "max"
-
-    def configure(self, cfg: Config, data: Any, *, dataset: str | None = None, features: Any = None, **_: Any) -> Config:
-        if dataset is None:
-            return cfg.replace(**{"task.route": "clips", "task.feature_dims": None})
-        from mm_live.data.windows import feature_dims, feature_items
-
-        dims = feature_dims(feature_items(dataset, data, features)[0])
-        return cfg.replace(**{"task.route": "features", "task.feature_dims": dims, "task.modalities": list(MODALITIES),
-                              "highlight.alignment": cfg.highlight.alignment and dims[1] > 0})
-
-    def build_model(self, cfg: Config) -> HighlightModel:
-        return build_model(cfg)
-
-    def data(self, data: Any, cfg: Config, model: nn.Module, *, progress: bool = True, dataset: str | None = None,
-             features: Any = None, **_: Any) -> TaskData:
-        from mm_live.data.windows import window_datasets
-
-        encoder = model.steps.encoder if dataset is None else None
-        train, test = window_datasets(data, cfg, encoder, dataset=dataset, features=features, progress=progress)
-        batches = LoaderBatches(train, cfg.train.batch_size, lambda ws: collate(ws, cfg.highlight.n_streamers),
-                                num_workers=cfg.train.num_workers)
-        device = lambda m: next(m.parameters()).device  # noqa: E731
-        return TaskData(batches, lambda m: evaluate(m, test, device(m)),
-                        f"{len(train.streams)} training streams ({len(train)} windows), {len(test.streams)} held-out streams")
-
-    def prepare_inference(self, model: nn.Module) -> nn.Module:
-        from mm_live.lora import merge_lora
-
-        merge_lora(model)
-        return model
-
-    def score(self, clip: Any, checkpoint: Any, *, user_id: str | None = None, **options: Any) -> ScoreResult:
-        if user_id is not None:
-            raise ConfigError("--user applies to gifting and EM3 runs; a highlight run scores the clip for everyone")
-        return score_clip(clip, checkpoint, **options)
-
-
-register(HighlightTask())
-
-
 def train(data: str | Path, out: str | Path, *, config: Config | str | Path | None = None, epochs: int | None = None,
           seed: int | None = None, resume: bool = False, dataset: str | None = None, features: str | Path | None = None,
           modalities: Sequence[str] | None = None, alignment: bool | None = None, device: str = "auto",
           progress: bool = True, max_steps: int | None = None) -> TrainResult:
-    """Train into ``out`` (``best/``, ``last/``, ``metrics.jsonl``). Clip route: ``data`` is an
-    own-logs manifest (``"split": "test"`` lines held out, else every 4th stream). Feature route:
-    ``dataset`` names the reader of the annotation file ``data``, ``features`` the feature folder."""
+    """Train into ``out``: clip route from a manifest ``data``; feature route with ``dataset``/``features``."""
     overrides = {"train.epochs": epochs, "train.seed": seed, "highlight.alignment": alignment,
                  "task.modalities": None if modalities is None else list(modalities)}
     return runs.train(KIND, data, out, config=config, overrides=overrides, resume=resume, device=device,
@@ -273,6 +218,33 @@ def load_model(checkpoint: str | Path, device: str = "auto") -> HighlightModel:
     return run.model
 
 
+def _run_clip(model: HighlightModel, source: ClipSource, streamer_id: str | None, encode_batch: int = 32):
+    """Encode a clip's steps, run the temporal head -> (EncodedClip, HighlightOutput)."""
+    cfg, dev, steps = model.cfg, next(model.parameters()).device, model.steps
+
+    def step_fn(inputs: MultimodalInputs) -> StepFeatures:
+        return steps.from_tokens(steps.encoder.tokens(inputs), inputs.streamer, torch.arange(len(inputs), device=dev)[None])
+
+    enc = encode_clip(source, cfg, steps.encoder, step_fn, encode_batch=encode_batch, device=dev)
+    f = StepFeatures.cat(enc.outputs)
+    with torch.inference_mode():
+        streamer = torch.tensor([hash_id(streamer_id, cfg.highlight.n_streamers)], device=dev)
+        return enc, model.forward_steps(f, torch.tensor([f.fused.shape[1]], device=dev), streamer)
+
+
+def embed_clip(model: HighlightModel, source: ClipSource, *, segment_seconds: float | None = None,
+               streamer_id: str | None = None) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """The clip's embedding, or one per ``segment_seconds`` segment (the temporal states pooled over it)."""
+    enc, out = _run_clip(model, source, streamer_id)
+    step, starts = model.cfg.media.step_seconds, enc.step_starts
+    if segment_seconds is None:
+        return out.embedding.float().cpu().numpy(), [(float(starts[0]), float(starts[-1] + step))]
+    masks, spans = segment_masks(starts, step, segment_seconds)
+    with torch.inference_mode():
+        vecs = model.embed(out.hidden.expand(len(masks), -1, -1), masks.to(out.hidden.device))
+    return vecs.float().cpu().numpy(), spans
+
+
 def score_clip(clip: str | Path, checkpoint: str | Path | None = None, *, comments: str | Path | None = None,
                out_dir: str | Path | None = None, top_k: int | None = None, streamer_id: str | None = None,
                skip_bad_lines: bool = False, encode_batch: int = 32, model: HighlightModel | None = None,
@@ -283,17 +255,45 @@ def score_clip(clip: str | Path, checkpoint: str | Path | None = None, *, commen
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
     source = ClipSource.open(clip, comments, skip_bad_lines=skip_bad_lines)  # bad input fails before the model load
     model = model if model is not None else load_model(checkpoint, device)
-    cfg, dev = model.cfg, next(model.parameters()).device
-    steps = model.steps
+    enc, out = _run_clip(model, source, streamer_id, encode_batch)
+    cfg = model.cfg
+    return finish_scores(source, enc, torch.sigmoid(out.logits[0]).float().cpu().numpy(), out.embedding[0].float().cpu().numpy(),
+                         step_seconds=cfg.media.step_seconds, top_k=top_k or cfg.highlight.top_k, out_dir=out_dir,
+                         extra={"realign": bool(cfg.highlight.realign)})
 
-    def step_fn(inputs: MultimodalInputs) -> StepFeatures:
-        return steps.from_tokens(steps.encoder.tokens(inputs), inputs.streamer, torch.arange(len(inputs), device=dev)[None])
 
-    enc = encode_clip(source, cfg, steps.encoder, step_fn, encode_batch=encode_batch, device=dev)
-    f = StepFeatures.cat(enc.outputs)
-    with torch.inference_mode():
-        streamer = torch.tensor([hash_id(streamer_id, cfg.highlight.n_streamers)], device=dev)
-        out = model.forward_steps(f, torch.tensor([f.fused.shape[1]], device=dev), streamer)
-    scores = torch.sigmoid(out.logits[0]).float().cpu().numpy()
-    return finish_scores(source, enc, scores, out.embedding[0].float().cpu().numpy(), step_seconds=cfg.media.step_seconds,
-                         top_k=top_k or cfg.highlight.top_k, out_dir=out_dir, extra={"realign": bool(cfg.highlight.realign)})
+class HighlightTask(Task):
+    name, metric, mode = KIND, "auc", "max"
+
+    def configure(self, cfg: Config, data: Any, *, dataset: str | None = None, features: Any = None, **_: Any) -> Config:
+        if dataset is None:
+            return cfg.replace(**{"task.route": "clips", "task.feature_dims": None})
+        from mm_live.data.windows import feature_dims, feature_items
+
+        dims = feature_dims(feature_items(dataset, data, features)[0])
+        return cfg.replace(**{"task.route": "features", "task.feature_dims": dims, "task.modalities": list(MODALITIES),
+                              "highlight.alignment": cfg.highlight.alignment and dims[1] > 0})
+
+    build_model = staticmethod(build_model)
+
+    def data(self, data: Any, cfg: Config, model: nn.Module, *, progress: bool = True, dataset: str | None = None,
+             features: Any = None, **_: Any) -> TaskData:
+        from mm_live.data.windows import window_datasets
+
+        encoder = model.steps.encoder if dataset is None else None
+        train, test = window_datasets(data, cfg, encoder, dataset=dataset, features=features, progress=progress)
+        batches = LoaderBatches(train, cfg.train.batch_size, lambda ws: collate(ws, cfg.highlight.n_streamers),
+                                num_workers=cfg.train.num_workers)
+        device = lambda m: next(m.parameters()).device  # noqa: E731
+        return TaskData(batches, lambda m: evaluate(m, test, device(m)),
+                        f"{len(train.streams)} training streams ({len(train)} windows), {len(test.streams)} held-out streams")
+
+    embed_clip = staticmethod(embed_clip)
+
+    def score(self, clip: Any, checkpoint: Any, *, user_id: str | None = None, **options: Any) -> ScoreResult:
+        if user_id is not None:
+            raise ConfigError("--user applies to gifting and EM3 runs; a highlight run scores the clip for everyone")
+        return score_clip(clip, checkpoint, **options)
+
+
+register(HighlightTask())
