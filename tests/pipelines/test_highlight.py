@@ -206,3 +206,25 @@ def test_feature_route_trains_on_tvsum_with_a_feature_folder(real_data, bigbuckb
     next(feats.iterdir()).unlink()
     assert main(["train", "highlight", "--dataset", "tvsum", "--data", str(ann), "--features", str(feats),
                  "--out", str(tmp_path / "run2"), "--epochs", "1"]) == 2
+
+
+def test_evaluation_scores_each_held_out_stream_in_one_pass_not_per_window():
+    """Windows of 4 steps, streams of 10: predictions come per stream and equal one pass over it."""
+    from types import SimpleNamespace
+
+    from mm_live.pipelines.highlight import predict_streams
+    from mm_live.streams import FeatureWindows
+
+    model = _feature_model(realign=False)
+    g = np.random.default_rng(0)
+    rec = lambda i: SimpleNamespace(id=f"s{i}", extra={}, step_seconds=1.0, streamer_id=None)  # noqa: E731
+    items = [(rec(i), g.normal(size=(10, 6)).astype(np.float32), g.normal(size=(10, 5)).astype(np.float32),
+              g.uniform(size=10).astype(np.float32)) for i in range(2)]
+    data = FeatureWindows(items, window_steps=4)
+    assert len(data) == 6 and [len(ids) for ids in data.streams] == [3, 3]
+    preds = predict_streams(model, data)
+    assert [len(p) for _, p in preds] == [10, 10]
+    f = model.steps(*(torch.from_numpy(x)[None] for x in (items[0][1], items[0][2])), torch.ones(1, 10, dtype=torch.bool))
+    with torch.no_grad():
+        whole = torch.sigmoid(model.forward_steps(f, torch.tensor([10]), torch.zeros(1, dtype=torch.long)).logits[0])
+    np.testing.assert_allclose(preds[0][1], whole.numpy(), atol=1e-5)
