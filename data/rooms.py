@@ -150,12 +150,12 @@ def synthesize_rooms(out_dir: str | Path, cfg: RoomsConfig) -> dict:
     user_ids = 10_000 + np.arange(cfg.users)
 
     span = cfg.days * DAY_MS
-    split_ms = BASE_EPOCH_MS + int(span * (1 - TEST_FRACTION))
-    start = np.where(cold, split_ms, BASE_EPOCH_MS)  # cold rooms go live when the held-out period starts
     # Impressions: per user, sorted times over the span; each shows a room live at that time.
     n = cfg.users * cfg.impressions_per_user
     users = np.repeat(np.arange(cfg.users), cfg.impressions_per_user)
     times = BASE_EPOCH_MS + np.sort(rng.integers(0, span, size=n).reshape(cfg.users, -1), axis=1).ravel()
+    split_ms = int(np.ceil(np.quantile(times, 1 - TEST_FRACTION)))  # the split read_clicks computes
+    start = np.where(cold, split_ms, BASE_EPOCH_MS)  # cold rooms go live when the held-out period starts
     warm_rooms, all_rooms = np.flatnonzero(~cold), np.arange(cfg.rooms)
     late = times >= split_ms
     rooms = np.where(late, rng.choice(all_rooms, size=n), rng.choice(warm_rooms, size=n))
@@ -247,6 +247,10 @@ class ClickData:
             return np.full(idx.shape, -1, dtype=np.int64)
         return np.where(valid, self._hroom[np.clip(idx, 0, len(self._hroom) - 1)], -1)
 
+    def has_user(self, user: int) -> bool:
+        """True when ``user`` has impressions in the data."""
+        return int(user) in self._urank
+
     def history(self, rows: np.ndarray, length: int) -> np.ndarray:
         """Histories of impressions ``rows`` (see :meth:`history_before`)."""
         return self.history_before(self.user[rows], self.time[rows], length)
@@ -335,8 +339,7 @@ def read_clicks(root: str | Path, *, negatives: int = 4, seed: int = 0, test_fra
     user, rm, tm, label = user[order], rm[order], tm[order], label[order]
     if len(tm) < 2 or label.min() == label.max():
         raise DataError(f"{tables}: need clicked and non-clicked impressions to rank; found {int(label.sum())} of {len(label)} clicked")
-    split = np.quantile(tm, 1 - test_fraction)
-    train = tm < split
+    train = tm < np.ceil(np.quantile(tm, 1 - test_fraction))
     if not train.any() or train.all():
         raise DataError(f"{tables}: every impression falls on one side of the time split; the data needs a spread of timestamps")
     known = np.zeros(len(live), dtype=bool)
