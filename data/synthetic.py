@@ -464,7 +464,8 @@ def interactions(plan: StreamPlan, rng: np.random.Generator, viewers: np.ndarray
     return out
 
 
-def _write_csv(path: Path, header: tuple[str, ...], rows: list[tuple]) -> None:
+def write_csv(path: Path, header: tuple[str, ...], rows: list[tuple]) -> None:
+    """Write ``rows`` under ``header`` as CSV, comma separated with LF line ends (the KuaiLive tables)."""
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(header)
@@ -578,7 +579,7 @@ def synthesize(out_dir: str | Path, cfg: SynthConfig) -> SynthSummary:
         streamer_ids = sorted({r[1] for r in tables["room"]})
         tables["streamer"] = [streamer_row(s, cfg) for s in streamer_ids]
         for name, header in CSV_COLUMNS.items():
-            _write_csv(tmp / "kuailive" / f"{name}.csv", header, tables[name])
+            write_csv(tmp / "kuailive" / f"{name}.csv", header, tables[name])
             summary.counts[name] = len(tables[name])
         np.save(tmp / "kuailive" / "title_embeddings.npy", np.asarray(embeddings, dtype=np.float32))
         (tmp / "manifest.jsonl").write_text("\n".join(manifest_lines) + "\n", encoding="utf-8")
