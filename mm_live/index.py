@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -436,7 +437,7 @@ def search(index: OpenIndex, queries, k: int = 10, *, nprobe: int | None = None,
     if k < 1:
         raise ConfigError(f"k={k}: ask for at least one result")
     q = _normalized(q) if meta["normalized"] else np.ascontiguousarray(q)
-    _set_search_params(index.index, nprobe or meta["nprobe"], k_factor or meta["k_factor"])
+    set_search_params(index.index, nprobe or meta["nprobe"], k_factor or meta["k_factor"])
     scores, ids = index.index.search(q, k)
     if meta["faiss_metric"] == "l2":
         scores = np.where(ids >= 0, 1.0 - scores / 2.0, scores).astype(np.float32)  # unit vectors: |a-b|^2 = 2 - 2<a,b>
@@ -445,8 +446,8 @@ def search(index: OpenIndex, queries, k: int = 10, *, nprobe: int | None = None,
     return SearchResult(ids, scores, hits)
 
 
-def _set_search_params(index, nprobe: int, k_factor: int) -> None:
-    """Set nprobe on the IVF part and k_factor on the refine part of an IDMap2-wrapped index."""
+def set_search_params(index, nprobe: int, k_factor: int) -> None:
+    """Set ``nprobe`` on the IVF part and ``k_factor`` on the refine part of a (wrapped) faiss index."""
     import faiss
 
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
@@ -468,7 +469,8 @@ class IndexBuilder:
 
     Each :meth:`add` writes its vectors (``.npy``) and rows (``.jsonl``) into the hidden staging
     directory ``.<out_dir name>.partial`` next to ``out_dir`` -- each file atomically -- and then
-    records the shard key in ``shards.json`` (the commit point). :meth:`done` tells the caller which
+    appends the shard's key to ``shards.jsonl`` (the commit point: one line, flushed to disk; a line
+    torn by a kill is dropped on the next start, so that shard is simply redone). :meth:`done` tells the caller which
     keys a previous, interrupted run already staged. :meth:`finalize` trains on a sample, adds every
     shard (memory-mapped, one at a time), writes ``out_dir`` atomically and removes the staging.
 
@@ -499,10 +501,20 @@ class IndexBuilder:
         self.staging.mkdir(parents=True, exist_ok=True)
         if not build_file.is_file():
             write_json(build_file, fingerprint)
-        shards_file = self.staging / "shards.json"
-        self._shards: list[dict[str, Any]] = (
-            json.loads(shards_file.read_text(encoding="utf-8")) if shards_file.is_file() else [])
+        self._manifest = self.staging / "shards.jsonl"
+        self._shards = self._read_manifest()
         self._keys = {s["key"] for s in self._shards}
+
+    def _read_manifest(self) -> list[dict[str, Any]]:
+        """Committed shards in order; a torn last line (no newline: killed mid-append) is cut off."""
+        if not self._manifest.is_file():
+            return []
+        blob = self._manifest.read_bytes()
+        complete = blob[: blob.rfind(b"\n") + 1]
+        if len(complete) != len(blob):
+            with open(self._manifest, "r+b") as fh:
+                fh.truncate(len(complete))
+        return [json.loads(line) for line in complete.decode("utf-8").splitlines()]
 
     def done(self, shard_key: str) -> bool:
         """True when a shard with this key is already staged (skip computing it again)."""
@@ -535,8 +547,12 @@ class IndexBuilder:
                 if ids is not None:
                     rec["id"] = int(ids[i])
                 fh.write(json.dumps(rec) + "\n")
-        self._shards.append({"key": key, "stem": stem, "count": len(x)})
-        write_json(self.staging / "shards.json", self._shards)  # the commit point of this shard
+        entry = {"key": key, "stem": stem, "count": len(x)}
+        with open(self._manifest, "a", encoding="utf-8") as fh:  # the commit point of this shard
+            fh.write(json.dumps(entry) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._shards.append(entry)
         self._keys.add(key)
 
     def finalize(self) -> Path:

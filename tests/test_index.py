@@ -168,7 +168,7 @@ def test_killed_export_leaves_nothing_and_rerun_equals_an_uninterrupted_build(tm
     assert killed.returncode == -9, killed.stderr
     assert not out.exists()  # no index visible after the kill
     staging = tmp_path / ".killed.partial"
-    assert [s["key"] for s in json.loads((staging / "shards.json").read_text())] == ["stream0", "stream1"]
+    assert [json.loads(line)["key"] for line in (staging / "shards.jsonl").read_text().splitlines()] == ["stream0", "stream1"]
 
     ns: dict = {"__name__": "build_script"}
     exec(BUILD_SCRIPT, ns)
@@ -180,6 +180,20 @@ def test_killed_export_leaves_nothing_and_rerun_equals_an_uninterrupted_build(tm
     for name in ("index.faiss", "index.json"):
         assert (out / name).read_bytes() == (ref / name).read_bytes()
     assert len(open_index(out)) == 200
+
+
+def test_a_manifest_line_torn_by_a_kill_is_dropped_and_the_shard_redone(tmp_path):
+    out = tmp_path / "idx"
+    b = IndexBuilder(out, IndexSpec(D, M, 4), config_hash="h", progress=False)
+    b.add("a", unit_vectors(20), rows_for(20))
+    with open(tmp_path / ".idx.partial" / "shards.jsonl", "a") as fh:
+        fh.write('{"key": "b", "st')  # the process died while appending shard b's line
+    b = IndexBuilder(out, IndexSpec(D, M, 4), config_hash="h", progress=False)
+    assert b.done("a") and not b.done("b")
+    b.add("b", unit_vectors(20, seed=1), rows_for(20, offset=20))
+    b.finalize()
+    ix = open_index(out)
+    assert len(ix) == 40 and ix.row(39) == ItemRow("stream3", 18.0, 20.0)
 
 
 def test_staging_from_another_model_is_discarded(tmp_path, model_pq):
@@ -206,7 +220,7 @@ def test_interrupted_by_an_exception_leaves_no_index(tmp_path, model_pq, monkeyp
     monkeypatch.setattr(index_mod, "add_vectors", boom)
     with pytest.raises(KeyboardInterrupt):
         b.finalize()
-    assert not out.exists() and (tmp_path / ".idx.partial" / "shards.json").is_file()
+    assert not out.exists() and (tmp_path / ".idx.partial" / "shards.jsonl").is_file()
     monkeypatch.undo()
     IndexBuilder(out, IndexSpec(D, M, NBITS), config_hash="h", codebooks=model_pq.codebooks_numpy(), progress=False).finalize()
     assert len(open_index(out)) == 40

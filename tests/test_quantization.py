@@ -86,6 +86,27 @@ def test_training_with_the_loss_reaches_kmeans_quality():
     assert pq(x).loss.item() < 1.05 * kmeans_loss
 
 
+def test_restart_unused_reseeds_only_the_codewords_no_forward_chose():
+    x = torch.tensor(unit_vectors(600, 16, seed=6))
+    pq = ProductQuantizer(16, m=4, nbits=4).fit(x)
+    pq.eval()
+    pq(x)
+    assert pq.usage.sum() == 0  # counts only in training mode
+    pq.train()
+    batch = x[:10]  # 10 vectors choose at most 10 of 16 codewords per sub-space
+    codes = pq(batch).codes
+    before = pq.codebooks.detach().clone()
+    used = torch.zeros(4, 16, dtype=torch.bool)
+    used[torch.arange(4), codes] = True
+    other = x[100:400]
+    assert pq.restart_unused(other, generator=torch.Generator().manual_seed(0)) == int((~used).sum())
+    assert torch.equal(pq.codebooks[used], before[used]) and pq.usage.sum() == 0
+    sub = other.reshape(-1, 4, 4)
+    for j in range(4):
+        for c in pq.codebooks[j, ~used[j]]:
+            assert (sub[:, j] == c).all(-1).any()  # a re-seeded codeword is one of the given sub-vectors
+
+
 def test_lookup_table_scores_equal_inner_products_with_decoded(fitted):
     x, pq = fitted
     codes = pq.encode(x[:500])
@@ -111,16 +132,19 @@ def test_approx_attention_over_everything_equals_exact_attention(fitted):
         torch.testing.assert_close(full_raw.context, exact_target_attention(q, raw)[0], rtol=1e-5, atol=1e-6)
 
 
-def test_approx_attention_picks_the_exact_top_k_of_the_decoded_items(fitted):
-    x, pq = fitted
+@pytest.mark.parametrize("nbits, shared", [(8, True), (5, True), (5, False)])  # faiss scanner; torch gather
+def test_approx_attention_picks_the_exact_top_k_of_the_decoded_items(nbits, shared):
+    x = unit_vectors(1000, 32)
+    pq = ProductQuantizer(32, m=4, nbits=nbits).fit(x, niter=5)
     codes = pq.encode(x)
     q = torch.tensor(unit_vectors(4, 32, seed=5))
     with torch.no_grad():
-        out = ApproxTargetAttention(pq, top_k=20)(q, codes)
+        out = ApproxTargetAttention(pq, top_k=20)(q, codes if shared else codes.unsqueeze(0).expand(4, -1, -1))
         exact = q @ pq.decode(codes).t()
     assert out.indices.shape == out.weights.shape == (4, 20)
     for b in range(4):
         assert set(out.indices[b].tolist()) == set(exact[b].topk(20).indices.tolist())
+    torch.testing.assert_close(out.scores, exact.topk(20).values / 32 ** 0.5)
     torch.testing.assert_close(out.weights.sum(-1), torch.ones(4))
 
 
