@@ -223,6 +223,7 @@ class GiftingConfig:
     segment_steps: int = 2  # live segment: this many steps ending at the sample's step (clip route)
     expansion: bool = True  # False: no metapath target attention (ablation)
     content: bool = True  # False: no live-content embedding (ablation)
+    dropout: float = 0.0  # on the ranker's MLP input (ID embeddings, segment, attended neighbours)
 
     def validate(self, p: str) -> None:
         _positive(self.d_model, f"{p}.d_model")
@@ -233,6 +234,7 @@ class GiftingConfig:
         _in_range(self.n_streamers, f"{p}.n_streamers", 0, 1 << 40)
         _positive(self.window_hours, f"{p}.window_hours")
         _positive(self.segment_steps, f"{p}.segment_steps")
+        _in_range(self.dropout, f"{p}.dropout", 0.0, 0.99)
 
 
 @dataclass
