@@ -26,9 +26,14 @@ def test_python_dash_m_entry_point():
     assert res.returncode == 0 and res.stdout.startswith("mm-live ")
 
 
-def test_not_built_subcommands_exit_2_with_one_line(capsys):
-    for argv in (["export-index"], ["search"]):
+def test_export_and_search_errors_are_one_line_exit_2(tmp_path, capsys):
+    cases = [
+        ["export-index", "--checkpoint", str(tmp_path / "no-run"), "--data", str(tmp_path), "--out", str(tmp_path / "i")],
+        ["search", "--index", str(tmp_path / "no-index"), "--id", "0"],
+        ["search", "--index", str(tmp_path), "--clip", str(tmp_path / "c.mp4")],
+    ]
+    for argv in cases:
         assert main(argv) == 2
         err = capsys.readouterr().err
-        assert err.startswith("mm-live: error:") and "not built yet" in err
-        assert err.count("\n") == 1 and "Traceback" not in err
+        assert err.startswith("mm-live: error:") and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "i").exists()
