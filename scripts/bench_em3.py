@@ -9,8 +9,9 @@ transformer, MiniLM + LoRA, Fusion-Q-Former), one step (1 s) per room:
   full       ``encoders.frozen_prefix`` off: the step runs the whole frame backbone on every room
   prepared_nograd  as prepared, history rooms without autograd (``em3.history_grad`` off)
 
-Reported per variant and L: step time (best of ``--repeats`` after a warm-up; wall clock, the
-machine is shared) and the step's memory: the rise of the peak RSS over the RSS before the step (VmHWM reset just before
+Reported per variant and L: step time (best of ``--repeats`` after a warm-up), as wall clock and
+as process CPU time (all threads; steadier than wall clock on the shared machine, and what the
+ratios use) and the step's memory: the rise of the peak RSS over the RSS before the step (VmHWM reset just before
 the step through ``/proc/self/clear_refs``; memory the allocator kept from the warm-up step is
 reused, so this is what the step adds) and the absolute peak RSS, each in a fresh subprocess. The one-off cost of
 preparing the rooms is reported too. Inputs: random frames and audio, 2 short comments per room
@@ -63,19 +64,21 @@ def step_cost(variant: str, length: int, batch: int, frame_size: int, repeats: i
                  target=torch.arange(batch), target_id=torch.arange(1, batch + 1), history=hist, history_id=hist + 1,
                  n_grad=batch, inputs=inputs)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    times, peaks, absolute = [], [], []
+    times, cpu, peaks, absolute = [], [], [], []
     for _ in range(1 + repeats):  # the first step (warm-up, optimizer state) is not timed
         rss = _status_mb("VmRSS")
         with open("/proc/self/clear_refs", "w") as fh:  # reset VmHWM to the current RSS
             fh.write("5")
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         model.training_step(b).loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
         peaks.append(_status_mb("VmHWM") - rss)
         absolute.append(_status_mb("VmHWM"))
     return {"variant": variant, "history": length, "batch": batch, "rooms": n, "step_s": round(min(times[1:]), 3),
+            "step_cpu_s": round(min(cpu[1:]), 3),
             "step_peak_mb": round(min(peaks[1:]), 1),
             "peak_rss_mb": round(min(absolute[1:]), 1), "prepare_s": round(prepare_s, 2),
             "inputs_mb": round(sum(t.numel() * t.element_size() for t in _tensors(inputs)) / 2**20, 1)}
@@ -100,7 +103,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--frame-size", type=int, default=112)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)  # one thread: CPU time then counts work, not spinning
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--out", type=Path, default=Path("bench/em3.json"))
     ap.add_argument("--_child", nargs=2, help=argparse.SUPPRESS)
@@ -119,16 +122,16 @@ def main() -> int:
             load.append(os.getloadavg()[0])
             print(rows[-1], flush=True)
     by = {(r["variant"], r["history"]): r for r in rows}
-    print(f"\n{'history':>7s} {'variant':>16s} {'step s':>8s} {'x full':>7s} {'rise MB':>8s} {'x full':>7s} {'peak RSS':>8s} {'prepare s':>9s}")
+    print(f"\n{'history':>7s} {'variant':>16s} {'wall s':>8s} {'CPU s':>8s} {'x full':>7s} {'rise MB':>8s} {'x full':>7s} {'peak RSS':>8s} {'prepare s':>9s}")
     for r in rows:
         full = by.get(("full", r["history"]))
         ratio = (lambda k: f"{r[k] / full[k]:.2f}" if full and full[k] > 0 else "n/a")
-        print(f"{r['history']:7d} {r['variant']:>16s} {r['step_s']:8.2f} {ratio('step_s'):>7s} {r['step_peak_mb']:8.1f} "
+        print(f"{r['history']:7d} {r['variant']:>16s} {r['step_s']:8.2f} {r['step_cpu_s']:8.2f} {ratio('step_cpu_s'):>7s} {r['step_peak_mb']:8.1f} "
               f"{ratio('step_peak_mb'):>7s} {r['peak_rss_mb']:8.0f} {r['prepare_s']:9.2f}")
     write_json(args.out, {
         "what": "EM3 training step (fwd+bwd+AdamW) vs history length: prepared (frozen prefix computed once) vs full encoders",
         "command": f"python scripts/bench_em3.py --sizes {' '.join(map(str, args.sizes))} --batch {args.batch} "
-                   f"--frame-size {args.frame_size} --repeats {args.repeats}",
+                   f"--frame-size {args.frame_size} --repeats {args.repeats} --threads {args.threads}",
         "setup": {"encoders": "EfficientNet-Lite0+LoRA, mel-transformer, MiniLM+LoRA (2 comments/room, 16 tokens)",
                   "frame_size": args.frame_size, "steps_per_room": 1, "batch_targets": args.batch, "threads": args.threads},
         "rows": rows,
