@@ -31,6 +31,17 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_rooms(args: argparse.Namespace) -> int:
+    import json
+
+    from mm_live.data.rooms import RoomsConfig, synthesize_rooms
+
+    given = {k: getattr(args, k) for k in ("rooms", "users", "groups", "impressions_per_user", "seed")}
+    cfg = RoomsConfig(**{k: v for k, v in given.items() if v is not None})
+    print(json.dumps(synthesize_rooms(args.out, cfg), indent=2))
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from mm_live.runs import train
     from mm_live.tasks import get_task
@@ -230,6 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--width", type=int, default=320, help="frame width in pixels (default 320)")
     d.add_argument("--height", type=int, default=180, help="frame height in pixels (default 180)")
     d.set_defaults(func=_cmd_data_synth)
+
+    d = dsub.add_parser(
+        "rooms", help="write synthetic live rooms with content-driven clicks (EM3 data, KuaiLive schema)",
+        description="Write rooms (clips + comments), users and impressions whose clicks follow what the room "
+        "shows and the user's taste group; some rooms go live only after the train/test split (cold start); "
+        "the truth is written to truth.json. Train on it with 'mm-live train em3 --data DIR'.")
+    d.add_argument("--out", required=True, type=Path, help="output directory (created)")
+    for name in ("rooms", "users", "groups", "impressions-per-user", "seed"):
+        d.add_argument(f"--{name}", type=int, help="(default: the generator's RoomsConfig)")
+    d.set_defaults(func=_cmd_data_rooms)
 
     s = sub.add_parser("demo", help="the README's main job (make demo)")
     s.add_argument("--out", type=Path, default=Path("demo_out"), help="where outputs go (default ./demo_out)")

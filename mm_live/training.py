@@ -34,7 +34,7 @@ from mm_live.errors import CheckpointError
 from mm_live.runtime import autocast
 
 # Config fields that change how a run computes, not what it computes: they may differ on --resume.
-RUNTIME_FIELDS = ("train.threads", "train.num_workers", "train.cache_mb", "encoders.cache_dir")
+RUNTIME_FIELDS = ("train.threads", "train.num_workers", "train.cache_mb", "encoders.cache_dir", "em3.cache_mb", "em3.data")
 
 
 @dataclass

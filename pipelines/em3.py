@@ -45,6 +45,7 @@ from torch import nn
 from mm_live import runs
 from mm_live.comments import read_comments
 from mm_live.config import Config
+from mm_live.losses import symmetric_info_nce
 from mm_live.errors import ConfigError, DataError
 from mm_live.media import load_clip, probe
 from mm_live.metrics import auc, gauc
@@ -152,16 +153,9 @@ class TargetAttention(nn.Module):
 
 
 def cic_loss(content: torch.Tensor, ids: torch.Tensor, items: torch.Tensor, temperature: torch.Tensor | float) -> torch.Tensor:
-    """Symmetric in-batch InfoNCE between content and ID embeddings.
-
-    content [B, d] (g(c)), ids [B, d] (e), items [B] room identity: rows of the same room are not
-    negatives of each other (their off-diagonal logits are masked). Returns a scalar.
-    """
-    s = F.normalize(content, dim=-1) @ F.normalize(ids, dim=-1).T / temperature  # [B, B]
-    eye = torch.eye(len(items), dtype=torch.bool, device=s.device)
-    s = s.masked_fill((items[:, None] == items[None, :]) & ~eye, float("-inf"))
-    target = torch.arange(len(items), device=s.device)
-    return 0.5 * (F.cross_entropy(s, target) + F.cross_entropy(s.T, target))
+    """Content-ID contrastive loss: the core's symmetric in-batch InfoNCE between g(c) [B, d] and the ID
+    embeddings e [B, d]; rows of the same room (``items`` [B]) are not negatives of each other."""
+    return symmetric_info_nce(content, ids, items, temperature)
 
 
 class EM3Model(nn.Module):
@@ -442,12 +436,6 @@ class EM3Task(Task):
                         f"{len(train)} training impressions over {int(clicks.known.sum())} rooms; {n_test} held out "
                         f"({int(clicks.cold.sum())} on {len(np.unique(clicks.room[clicks.cold]))} cold rooms); "
                         f"content: {cfg.task.route if model.use_content else 'none (IDs only)'}")
-
-    def prepare_inference(self, model: nn.Module) -> nn.Module:
-        from mm_live.lora import merge_lora
-
-        merge_lora(model)
-        return model
 
     def score(self, clip: Any, checkpoint: Any, *, user_id: str | None = None, **options: Any) -> ScoreResult:
         options.pop("streamer_id", None)  # a room's content, not its streamer, is what EM3 scores
