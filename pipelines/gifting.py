@@ -125,7 +125,7 @@ class GiftingModel(nn.Module):
         has_content = encoder is not None or feature_dim is not None
         self.attention = MetapathAttention((3 if has_content else 2) * d, d) if g.expansion else None
         d_in = 3 * d + (d if has_content else 0) + (len(METAPATHS) * d if g.expansion else 0)
-        self.head = nn.Sequential(nn.Linear(d_in, 2 * d), nn.GELU(), nn.Linear(2 * d, 1))
+        self.head = nn.Sequential(nn.Dropout(g.dropout), nn.Linear(d_in, 2 * d), nn.GELU(), nn.Linear(2 * d, 1))
 
     def node(self, kind: str, index: torch.Tensor) -> torch.Tensor:
         """Embeddings [..., d] of vocabulary indices [...]; -1 (a new node) gets the table's mean."""

@@ -201,6 +201,8 @@ def test_train_and_score_round_trip_through_the_cli(clip_data, kuailive, tmp_pat
     err = capsys.readouterr().err.strip()
     assert "user 999999 is not among the" in err and "--user new" in err and "mean user embedding" in err
     assert len(err.splitlines()) == 1
+    assert main([*base, "--user", known_user, "--streamer", "123", "--out", str(tmp_path / "x")]) == 2
+    assert "streamer 123 is not among the 2 streamers" in capsys.readouterr().err
     assert main([*base, "--user", "new", "--streamer", "new", "--out", str(tmp_path / "n")]) == 0
     cold = json.loads((tmp_path / "n" / "scores.json").read_text())
     assert cold["user"]["cold_start"] and cold["streamer"]["cold_start"] and cold["scores"] != data["scores"]
