@@ -378,12 +378,6 @@ class GiftingTask(Task):
                         f"and {len(d.streamer_ids)} streamers; {len(rows)} held out ({int(sparse.sum())} of sparse users); "
                         f"content: {cfg.task.route if cfg.gifting.content else 'none'}")
 
-    def prepare_inference(self, model: nn.Module) -> nn.Module:
-        from mm_live.lora import merge_lora
-
-        merge_lora(model)
-        return model
-
     def score(self, clip: Any, checkpoint: Any, **options: Any) -> ScoreResult:
         return score_clip(clip, checkpoint, **options)
 
