@@ -69,7 +69,7 @@ class CommentEncoder(Encoder):
     is frozen, and its output (L x dim floats) is larger than the token ids and cheap to recompute.
     """
 
-    CHUNK = 128  # comments per backbone call in forward (similar lengths together)
+    CHUNK = 64  # comments per backbone call in forward (similar lengths together)
 
     def __init__(self, backbone: str = "minilm", *, max_tokens: int = 32, max_comments_per_step: int = 16,
                  tiny_dim: int = 32):

@@ -102,6 +102,10 @@ class MultimodalInputs:
     def to(self, device: torch.device | str) -> "MultimodalInputs":
         return _map(self, lambda t: t.to(device))
 
+    def nbytes(self) -> int:
+        """Bytes held by the tensors (views of one storage counted at their own size)."""
+        return sum(t.numel() * t.element_size() for t in _leaves(self))
+
     @classmethod
     def cat(cls, parts: Sequence["MultimodalInputs"]) -> "MultimodalInputs":
         """Concatenate prepared inputs along steps. Comment slots and token lengths, and the token
@@ -242,18 +246,20 @@ class MultimodalEncoder(nn.Module):
         Precomputed parts are used as they are: cached tokens skip their encoder, a frozen prefix
         runs only the encoder's adapted stages.
         """
-        out = []
-        for name, enc in self.encoders().items():
-            if name in inputs.cached:
-                tok = inputs.cached[name]
-            elif name in inputs.prefix:
-                tok = enc.forward_from_prefix(inputs.prefix[name])
-            else:
-                tok = enc(self._encoder_input(name, inputs))
-            if name == "audio":
-                tok = Tokens(tok.tokens, tok.mask & inputs.has_audio.to(tok.mask.device).unsqueeze(1), tok.offsets)
-            out.append(tok)
-        return out
+        return [self.modality_tokens(name, inputs) for name in MODALITIES]
+
+    def modality_tokens(self, name: str, inputs: MultimodalInputs) -> Tokens:
+        """Tokens of one modality ("frame", "audio" or "comment") for the B steps of ``inputs``."""
+        enc = self.encoders()[name]
+        if name in inputs.cached:
+            tok = inputs.cached[name]
+        elif name in inputs.prefix:
+            tok = enc.forward_from_prefix(inputs.prefix[name])
+        else:
+            tok = enc(self._encoder_input(name, inputs))
+        if name == "audio":
+            tok = Tokens(tok.tokens, tok.mask & inputs.has_audio.to(tok.mask.device).unsqueeze(1), tok.offsets)
+        return tok
 
     def forward(self, inputs: MultimodalInputs) -> FusionOutput:
         """inputs of B steps -> FusionOutput(queries [B, n_q, d], embedding [B, d_emb])."""
@@ -277,8 +283,8 @@ def _fields(x: Any) -> dict[str, torch.Tensor]:
 
 
 def _leaves(x: Any) -> list[torch.Tensor]:
-    """Every tensor of a nest of dataclasses, dicts (in key order) and tensors."""
-    if isinstance(x, torch.Tensor):
-        return [x]
+    """Every tensor of a nest of dataclasses, dicts (in key order) and tensors (None has none)."""
+    if x is None or isinstance(x, torch.Tensor):
+        return [] if x is None else [x]
     items = sorted(x.items()) if isinstance(x, dict) else _fields(x).items()
     return [t for _, v in items for t in _leaves(v)]
