@@ -102,10 +102,6 @@ class MultimodalInputs:
     def to(self, device: torch.device | str) -> "MultimodalInputs":
         return _map(self, lambda t: t.to(device))
 
-    def nbytes(self) -> int:
-        """Bytes held by the tensors (views of one storage counted at their own size)."""
-        return sum(t.numel() * t.element_size() for t in _leaves(self))
-
     @classmethod
     def cat(cls, parts: Sequence["MultimodalInputs"]) -> "MultimodalInputs":
         """Concatenate prepared inputs along steps. Comment slots and token lengths, and the token

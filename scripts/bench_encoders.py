@@ -43,6 +43,7 @@ import torch  # noqa: E402
 from mm_live.config import Config  # noqa: E402
 from mm_live.fileio import write_json  # noqa: E402
 from mm_live.multimodal import MODALITIES, MultimodalEncoder, MultimodalInputs  # noqa: E402
+from mm_live.streams import nbytes  # noqa: E402
 
 WORDS = "goal what a save nice play lol gg hype clip that again wow amazing no way".split()
 
@@ -226,7 +227,7 @@ def lora_step(variant: str, windows: int, steps: int, rate: float, repeats: int)
     best = min(runs)  # the least-disturbed run on a shared machine
     return {"variant": variant, "steps": len(inputs), "windows": windows, "window_steps": steps, **prep,
             "step_s": round(best[0], 2), "step_cpu_s": round(best[1], 2), "step_s_runs": [round(r[0], 2) for r in runs],
-            "inputs_mb": round(inputs.nbytes() / 2**20, 1), "inputs_kb_per_step": round(inputs.nbytes() / 1024 / len(inputs), 1),
+            "inputs_mb": round(nbytes(inputs) / 2**20, 1), "inputs_kb_per_step": round(nbytes(inputs) / 1024 / len(inputs), 1),
             "rss_before_step_mb": round(rss_before, 1), "peak_rss_mb": round(peak, 1),
             "step_memory_mb": round(peak - rss_before, 1), "breakdown": breakdown}
 
