@@ -2,7 +2,9 @@
 
 An index directory holds exactly two files, written together or not at all (``atomic_dir``):
 
-* ``index.faiss`` -- a faiss index wrapped in ``IndexIDMap2`` (64-bit item ids, reconstruct by id);
+* ``index.faiss`` -- a faiss index wrapped in ``IndexIDMap`` (64-bit item ids). Not ``IndexIDMap2``:
+  its id -> position hash map costs 44 bytes per vector of RAM (measured at 1M), more than a
+  16-32-byte code; the sidecar's id table already gives the position for reconstructing by id;
 * ``index.json``  -- the sidecar: format version, the model config hash, dims, metric, PQ shape,
   normalisation, the search defaults, and the table id -> (stream id, start, end).
 
@@ -171,7 +173,7 @@ def _normalized(x: np.ndarray) -> np.ndarray:
 
 
 def new_index(spec: IndexSpec, train: np.ndarray, codebooks: np.ndarray | None = None):
-    """A trained, empty index (``IndexIDMap2``-wrapped) for ``spec``, trained on ``train`` [n, d].
+    """A trained, empty index (``IndexIDMap``-wrapped) for ``spec``, trained on ``train`` [n, d].
 
     ``train`` must already be normalised when ``spec.normalize``. ``codebooks`` (the model's,
     [m, K, d/m]) are used as they are for ``IndexPQ`` and ignored for IVF (see module doc).
@@ -216,7 +218,7 @@ def new_index(spec: IndexSpec, train: np.ndarray, codebooks: np.ndarray | None =
         sq = faiss.IndexScalarQuantizer(d, qtype, metric)
         sq.train(train)  # per-dimension ranges; trained apart so the base's codebooks are not refitted
         index = faiss.IndexRefine(base, sq)
-    return faiss.IndexIDMap2(index)
+    return faiss.IndexIDMap(index)
 
 
 def add_vectors(index, vectors: np.ndarray, ids: np.ndarray, *, progress=None) -> None:
@@ -338,10 +340,16 @@ class OpenIndex:
 
     def __init__(self, path: Path, index, meta: dict[str, Any]):
         self.path, self.index, self.meta = path, index, meta
-        items = meta["items"]
+        items = meta.pop("items")  # kept as compact arrays below, not as a million Python objects
         self._ids = np.asarray(items["id"], dtype=np.int64)
         self._order = np.argsort(self._ids, kind="stable")
-        self._stream, self._start, self._end = items["stream_id"], items["start"], items["end"]
+        number: dict[str, int] = {}  # stream id -> small int: one string per stream, not per segment
+        self._stream_of = np.fromiter((number.setdefault(sid, len(number)) for sid in items["stream_id"]),
+                                      dtype=np.int32, count=len(self._ids))
+        # Fresh copies: keeping the parsed strings would pin the parser's memory arenas (tens of MB per 1M rows).
+        self._streams = [sid.encode().decode() for sid in number]
+        self._start = np.asarray(items["start"], dtype=np.float64)
+        self._end = np.asarray(items["end"], dtype=np.float64)
         self._direct_map_ready = False
 
     @property
@@ -352,30 +360,30 @@ class OpenIndex:
         return int(self.meta["count"])
 
     def _position(self, item_id: int) -> int:
+        """Row of ``item_id`` in the table, which is also its position inside the faiss index."""
         j = int(np.searchsorted(self._ids, item_id, sorter=self._order))
         if j >= len(self._ids) or self._ids[self._order[j]] != item_id:
-            return -1
+            raise DataError(f"id {item_id} is not in the index at {self.path}: pick an id listed in its index.json")
         return int(self._order[j])
 
     def row(self, item_id: int) -> ItemRow:
         pos = self._position(int(item_id))
-        if pos < 0:
-            raise DataError(f"id {item_id} is not in the index at {self.path}: pick an id listed in its index.json")
-        return ItemRow(self._stream[pos], self._start[pos], self._end[pos])
+        return ItemRow(self._streams[self._stream_of[pos]], float(self._start[pos]), float(self._end[pos]))
 
     def vector(self, item_id: int) -> np.ndarray:
         """The stored (decoded) vector of ``item_id`` [d], for searching by an indexed item."""
         import faiss
 
-        self.row(item_id)  # one clear error for an unknown id
+        pos = self._position(int(item_id))
+        inner = faiss.downcast_index(self.index.index)
         if not self._direct_map_ready:
             # IVF lists do not record where an item sits; build that map once, on first use. A refine
             # index reconstructs from its own flat/SQ storage and needs no map.
-            ivf = faiss.try_extract_index_ivf(self.index)
-            if ivf is not None and not isinstance(faiss.downcast_index(self.index.index), faiss.IndexRefine):
+            ivf = faiss.try_extract_index_ivf(inner)
+            if ivf is not None and not isinstance(inner, faiss.IndexRefine):
                 ivf.make_direct_map()
             self._direct_map_ready = True
-        return self.index.reconstruct(int(item_id))
+        return inner.reconstruct(pos)
 
 
 def open_index(path: str | Path, expect_config_hash: str | None = None) -> OpenIndex:
@@ -450,7 +458,7 @@ def set_search_params(index, nprobe: int, k_factor: int) -> None:
     """Set ``nprobe`` on the IVF part and ``k_factor`` on the refine part of a (wrapped) faiss index."""
     import faiss
 
-    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
     if isinstance(inner, faiss.IndexRefine):
         inner.k_factor = float(k_factor)
     ivf = faiss.try_extract_index_ivf(index)

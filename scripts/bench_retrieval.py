@@ -9,8 +9,8 @@ Data (synthetic, fixed seed), built to look like real embeddings:
   * point = centre + 0.6 × within-cluster noise, then L2-normalised. Near neighbours are near-tied
     (cosine gap between the 1st and 10th neighbour ≈ 0.02), which is what makes short codes fail.
 
-Methods, each built by ``mm_live.index.build_faiss_index`` (so each is wrapped in IndexIDMap2, as
-exported) and searched for k = 10 with 2 OpenMP threads, all queries in one batch:
+Methods, each built by ``mm_live.index.build_faiss_index`` (so each is wrapped in IndexIDMap for
+64-bit ids, as exported) and searched for k = 10 with 2 OpenMP threads, all queries in one batch:
   exact (IndexFlatIP) | IndexPQ at 16, 32, 64 bytes (codebooks fitted by faiss on the vectors) |
   IVF1024,PQ32 at several nprobe | IVF1024,PQ32 re-ranked over SQ8 / full vectors (IndexRefine) |
   IVF1024,PQ{16,32} re-ranked by a 64-byte PQ of the residual (IndexIVFPQR).
@@ -18,8 +18,10 @@ exported) and searched for k = 10 with 2 OpenMP threads, all queries in one batc
 Metrics: R@10 = share of the true 10 nearest found among the 10 returned; 1-R@10 = share of queries
 whose true nearest is among the 10 returned; queries/s and its ratio to exact in this run;
 bytes/vector = serialized index size / n (codes + ids + refine storage); RAM bytes/vector = growth
-of the process's resident memory when the index is loaded (IndexIDMap2 also keeps an id hash map
-in memory); build = train + add seconds.
+of a fresh process's resident memory when it loads the index; build = train + add seconds.
+Serving footprint: the operating point ``--serve`` is also exported as an index directory (with a
+sidecar of n synthetic segment rows) and opened with ``mm_live.index.open_index`` in a fresh
+process: file sizes and resident memory per vector, id table included.
 
 Learned vs post-hoc codebooks (``--learned-source``): on ≥ 20k embeddings, reconstruction error and
 R@10 of IndexPQ search at equal m and nbits. Synthetic source: a small encoder (MLP 128→256→128,
@@ -101,6 +103,59 @@ class ClusteredEmbeddings:
 # ----------------------------------------------------------------------------- measuring
 
 
+_SERVE_PROBE = """
+import os, sys
+rss = lambda: int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+import faiss, numpy
+from mm_live.index import open_index
+before = rss()
+index = open_index(sys.argv[1])
+print(rss() - before)
+"""
+
+
+def id_wrapper_ram(xb: np.ndarray) -> dict:
+    """Resident bytes per vector of IndexIDMap vs IndexIDMap2 around the same IndexPQ16 (both hold an
+    8-byte id per vector; IndexIDMap2 adds an id -> position hash map)."""
+    from mm_live.quantization import ProductQuantizer
+
+    codebooks = ProductQuantizer(D, 16, 8).fit(xb[:65_536], niter=5).codebooks_numpy()
+    ids = np.arange(len(xb), dtype=np.int64)
+    out = {}
+    for name, wrap in (("IndexPQ16 alone", None), ("IndexIDMap", faiss.IndexIDMap), ("IndexIDMap2", faiss.IndexIDMap2)):
+        index = faiss_pq_index(codebooks)
+        if wrap is None:
+            index.add(xb)
+        else:
+            index = wrap(index)
+            index.add_with_ids(xb, ids)
+        out[name] = loaded_ram_bytes(faiss.serialize_index(index)) / len(xb)
+        del index
+    return out
+
+
+def serving_footprint(spec: IndexSpec, blob: np.ndarray, n: int) -> dict:
+    """Write the index with a sidecar of n segment rows (3600 one-second segments per stream) and
+    measure what ``open_index`` costs a fresh process."""
+    import subprocess
+    import tempfile
+
+    from mm_live.index import ItemRow, make_sidecar, write_index_dir
+
+    rows = [ItemRow(f"stream{i // 3600:05d}", float(i % 3600), float(i % 3600 + 1)) for i in range(n)]
+    sidecar = make_sidecar(spec, config_hash="bench", ids=np.arange(n), rows=rows, used_model_codebooks=False)
+    del rows
+    with tempfile.TemporaryDirectory() as tmp:
+        out = write_index_dir(Path(tmp) / "index", faiss.deserialize_index(blob), sidecar)
+        t0 = time.perf_counter()
+        probe = subprocess.run([sys.executable, "-c", _SERVE_PROBE, str(out)], capture_output=True, text=True, check=True,
+                               env=dict(os.environ, PYTHONPATH=str(REPO)))
+        return {"index_file_bytes_per_vector": (out / "index.faiss").stat().st_size / n,
+                "sidecar_bytes_per_vector": (out / "index.json").stat().st_size / n,
+                "open_index_ram_bytes_per_vector": int(probe.stdout.strip()) / n,
+                "open_index_s_incl_python_start": time.perf_counter() - t0}
+
+
 _RSS_PROBE = """
 import os, sys, faiss
 rss = lambda: int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
@@ -144,8 +199,10 @@ def timed_search(index, queries: np.ndarray, repeats: int = 3) -> tuple[np.ndarr
 # ----------------------------------------------------------------------------- the ANN table
 
 
-def ann_rows(xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, train_size: int, ivf_lists: int) -> list[dict]:
-    """Build each configuration with the library, sweep its search parameters, one row per setting."""
+def ann_rows(xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, train_size: int, ivf_lists: int,
+             keep: str) -> tuple[list[dict], tuple[IndexSpec, np.ndarray] | None]:
+    """Build each configuration with the library, sweep its search parameters, one row per setting;
+    also return the spec and serialized index of the configuration named ``keep``."""
     configs = [
         ("PQ16", IndexSpec(D, 16, 8, train_size=train_size), [(None, None)]),
         ("PQ32", IndexSpec(D, 32, 8, train_size=train_size), [(None, None)]),
@@ -157,11 +214,11 @@ def ann_rows(xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, train_size: int,
         (f"IVF{ivf_lists},PQ32+Flat", IndexSpec(D, 32, 8, ivf_lists=ivf_lists, refine="flat", train_size=train_size),
          [(16, 16), (32, 32)]),
         (f"IVF{ivf_lists},PQ16+PQ64r", IndexSpec(D, 16, 8, ivf_lists=ivf_lists, refine="pq64", train_size=train_size),
-         [(16, 16), (32, 16)]),
+         [(16, 16), (32, 16), (32, 32), (64, 32)]),
         (f"IVF{ivf_lists},PQ32+PQ64r", IndexSpec(D, 32, 8, ivf_lists=ivf_lists, refine="pq64", train_size=train_size),
          [(16, 16), (32, 16), (64, 16)]),
     ]
-    rows = []
+    rows, kept = [], None
     for name, spec, settings in tqdm(configs, desc="index configs", file=sys.stderr):
         t0 = time.perf_counter()
         index = build_faiss_index(xb, spec)
@@ -178,24 +235,30 @@ def ann_rows(xb: np.ndarray, xq: np.ndarray, truth: np.ndarray, train_size: int,
             rows.append({"method": name, "nprobe": nprobe, "k_factor": k_factor, "R@10": r10, "1-R@10": one,
                          "qps": qps, "bytes_per_vector": blob.nbytes / len(xb),
                          "ram_bytes_per_vector": ram, "build_s": build_s})
+        if name == keep:
+            kept = (spec, blob)
         del index, blob
-    return rows
+    return rows, kept
 
 
 # ----------------------------------------------------------------------------- learned vs post-hoc
 
 
 def pq_quality(emb: np.ndarray, queries: np.ndarray, codebooks: np.ndarray) -> dict:
-    """Relative reconstruction error and R@10 of IndexPQ search with ``codebooks`` over ``emb``."""
+    """Relative reconstruction error, R@10 of IndexPQ search with ``codebooks`` over ``emb``, and
+    the share of codewords that some item of ``emb`` uses."""
     index = faiss_pq_index(codebooks)
     index.add(emb)
-    recon = index.sa_decode(index.sa_encode(emb))
+    codes = index.sa_encode(emb)
+    recon = index.sa_decode(codes)
     err = float(((emb - recon) ** 2).sum(1).mean() / (emb ** 2).sum(1).mean())
+    m, k, _ = codebooks.shape
+    use = np.mean([len(np.unique(faiss.unpack_bitstrings(codes, m, k.bit_length() - 1)[:, j])) / k for j in range(m)])
     flat = faiss.IndexFlatIP(emb.shape[1])
     flat.add(emb)
     truth = flat.search(queries, K)[1]
     r10, one = recalls(index.search(queries, K)[1], truth)
-    return {"recon_rel_err": err, "R@10": r10, "1-R@10": one}
+    return {"recon_rel_err": err, "R@10": r10, "1-R@10": one, "codeword_use": float(use)}
 
 
 def posthoc_codebooks(emb: np.ndarray, m: int, nbits: int) -> np.ndarray:
@@ -254,7 +317,7 @@ def synthetic_learned_vs_posthoc(n_items: int, n_queries: int, m: int, nbits: in
         target = torch.arange(len(a))
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
 
-    def train(with_pq: bool):
+    def train(with_pq: bool, restarts: bool = True):
         enc = make_encoder()
         pq = ProductQuantizer(D, m, nbits, commitment=0.25) if with_pq else None
         g = torch.Generator().manual_seed(seed + 3)
@@ -264,7 +327,8 @@ def synthetic_learned_vs_posthoc(n_items: int, n_queries: int, m: int, nbits: in
                 pq.fit(F.normalize(enc(train_items[:8192]), dim=-1).numpy())  # k-means initialisation
         params = list(enc.parameters()) + (list(pq.parameters()) if pq is not None else [])
         opt = torch.optim.Adam(params, lr=1e-3)
-        for step in tqdm(range(steps), desc=f"encoder {'with' if with_pq else 'without'} PQ", file=sys.stderr):
+        desc = f"encoder {'with' if with_pq else 'without'} PQ{'' if restarts or not with_pq else ', no restarts'}"
+        for step in tqdm(range(steps), desc=desc, file=sys.stderr):
             x = train_items[torch.randint(n_items, (512,), generator=g)]
             a = F.normalize(enc(view(x, g)), dim=-1)
             b = F.normalize(enc(view(x, g)), dim=-1)
@@ -278,7 +342,7 @@ def synthetic_learned_vs_posthoc(n_items: int, n_queries: int, m: int, nbits: in
             opt.zero_grad()
             loss.backward()
             opt.step()
-            if pq is not None and step % restart_every == restart_every - 1:
+            if pq is not None and restarts and step % restart_every == restart_every - 1:
                 pq.restart_unused(clean, generator=g)
         with torch.no_grad():
             emb = F.normalize(enc(items_t), dim=-1).numpy()
@@ -286,6 +350,7 @@ def synthetic_learned_vs_posthoc(n_items: int, n_queries: int, m: int, nbits: in
 
     plain_emb, _ = train(False)
     joint_emb, pq = train(True)
+    stuck_emb, stuck_pq = train(True, restarts=False)
     split = n_items
     rows = [
         {"model": "trained without PQ", "codebooks": "post-hoc k-means",
@@ -294,6 +359,8 @@ def synthetic_learned_vs_posthoc(n_items: int, n_queries: int, m: int, nbits: in
          **pq_quality(joint_emb[:split], joint_emb[split:], pq.codebooks_numpy())},
         {"model": "trained with PQ (STE + commitment)", "codebooks": "post-hoc k-means on its embeddings",
          **pq_quality(joint_emb[:split], joint_emb[split:], posthoc_codebooks(joint_emb[:split], m, nbits))},
+        {"model": "trained with PQ, unused codewords never re-seeded", "codebooks": "learned with the model",
+         **pq_quality(stuck_emb[:split], stuck_emb[split:], stuck_pq.codebooks_numpy())},
     ]
     return {"source": f"synthetic: {n_items} items + {n_queries} held-out queries from the clustered mixture "
                       f"({n_items // 100} clusters); encoders trained {steps} steps, batch 512, Adam 1e-3; "
@@ -370,6 +437,7 @@ def main() -> None:
     parser.add_argument("--embeddings", type=Path, help="learned vs post-hoc on these embeddings [n, d] (.npy)")
     parser.add_argument("--codebooks", type=Path, help="with --embeddings: the run's learned codebooks [m, K, d/m] (.npy)")
     parser.add_argument("--skip-ann", action="store_true", help="only the learned vs post-hoc comparison")
+    parser.add_argument("--serve", default="IVF1024,PQ16+PQ64r", help="configuration whose serving footprint is measured")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "retrieval.json")
     parser.add_argument("--plot", type=Path, default=REPO / "bench" / "retrieval.png")
     args = parser.parse_args()
@@ -392,7 +460,7 @@ def main() -> None:
         xb, _ = mix.sample(args.n, seed=1)
         xq, _ = mix.sample(args.queries, seed=2)
         gen_s = time.perf_counter() - t0
-        flat = faiss.IndexIDMap2(faiss.IndexFlatIP(D))
+        flat = faiss.IndexIDMap(faiss.IndexFlatIP(D))
         flat.add_with_ids(xb, np.arange(args.n, dtype=np.int64))
         truth, exact_s = timed_search(flat, xq)
         scores = flat.search(xq, K)[0]
@@ -401,7 +469,8 @@ def main() -> None:
                  "cos_gap_1st_10th_median": float(np.median(scores[:, 0] - scores[:, -1]))}
         blob_flat = faiss.serialize_index(flat)
         del flat
-        rows = ann_rows(xb, xq, truth, args.train_size, args.ivf_lists)
+        exact["ram_bytes_per_vector"] = loaded_ram_bytes(blob_flat) / args.n
+        rows, kept = ann_rows(xb, xq, truth, args.train_size, args.ivf_lists, keep=args.serve)
         # Exact is timed again after the others (load on a shared machine drifts); ratios use the mean.
         flat = faiss.deserialize_index(blob_flat)
         del blob_flat
@@ -413,13 +482,17 @@ def main() -> None:
             r["speedup"] = r["qps"] / exact["qps"]
         for r in rows:
             r["memory_ratio_vs_exact"] = exact["bytes_per_vector"] / r["bytes_per_vector"]
+            r["ram_ratio_vs_exact"] = exact["ram_bytes_per_vector"] / r["ram_bytes_per_vector"]
+        serve = None if kept is None else {"method": args.serve, **serving_footprint(*kept, args.n)}
+        id_ram = id_wrapper_ram(xb)
+        del kept
         meets = [r for r in rows if r["R@10"] >= 0.9 and r["speedup"] >= 10 and r["memory_ratio_vs_exact"] >= 4]
         result.update({
             "data": {"n": args.n, "queries": args.queries, "d": D, "clusters": mix.n_clusters, "zipf": mix.zipf,
                      "spectrum": "std of direction j ∝ j^-0.5 in a random basis", "spread": mix.spread,
                      "largest_cluster_share": float(mix.p[0]), "generate_s": gen_s},
-            "exact": exact, "rows": rows,
-            "target": "R@10 >= 0.9 at >= 10x exact queries/s with >= 4x less memory",
+            "exact": exact, "rows": rows, "serving": serve, "id_wrapper_ram_bytes_per_vector": id_ram,
+            "target": "R@10 >= 0.9 at >= 10x exact queries/s with >= 4x less memory (index bytes per vector)",
             "meets_target": [f"{r['method']} nprobe={r['nprobe']} k_factor={r['k_factor']}" for r in meets],
         })
         del xb
@@ -440,19 +513,27 @@ def main() -> None:
               f"(load {load_before:.1f} → {result['load_average_1m_before_after'][1]:.1f}); exact timed before/after: "
               f"{ex['qps_before_after'][0]:.0f} / {ex['qps_before_after'][1]:.0f} q/s, ratios use the mean")
         print(f"{'method':<24} {'nprobe':>6} {'k_fac':>5} {'R@10':>6} {'1-R@10':>6} {'q/s':>8} {'×exact':>7} "
-              f"{'B/vec':>6} {'×mem':>5} {'RAM B':>6} {'build s':>8}")
+              f"{'B/vec':>6} {'×mem':>5} {'RAM B':>6} {'×RAM':>5} {'build s':>8}")
         print(f"{'exact IndexFlatIP':<24} {'':>6} {'':>5} {1.0:>6.3f} {1.0:>6.3f} {ex['qps']:>8.0f} {1.0:>7.1f} "
-              f"{ex['bytes_per_vector']:>6.0f} {1.0:>5.1f} {'':>6} {'':>8}")
+              f"{ex['bytes_per_vector']:>6.0f} {1.0:>5.1f} {ex['ram_bytes_per_vector']:>6.0f} {1.0:>5.1f} {'':>8}")
         for r in result["rows"]:
             print(f"{r['method']:<24} {r['nprobe'] or '':>6} {r['k_factor'] or '':>5} {r['R@10']:>6.3f} {r['1-R@10']:>6.3f} "
                   f"{r['qps']:>8.0f} {r['speedup']:>7.1f} {r['bytes_per_vector']:>6.0f} {r['memory_ratio_vs_exact']:>5.1f} "
-                  f"{r['ram_bytes_per_vector']:>6.0f} {r['build_s']:>8.1f}")
+                  f"{r['ram_bytes_per_vector']:>6.0f} {r['ram_ratio_vs_exact']:>5.1f} {r['build_s']:>8.1f}")
         print("meets the target (R@10 ≥ 0.9, ≥ 10× exact q/s, ≥ 4× less memory):", ", ".join(result["meets_target"]) or "none")
+        if result["serving"]:
+            sv = result["serving"]
+            print(f"serving {sv['method']} through open_index: index.faiss {sv['index_file_bytes_per_vector']:.0f} B/vec, "
+                  f"index.json {sv['sidecar_bytes_per_vector']:.0f} B/vec, resident after open_index "
+                  f"{sv['open_index_ram_bytes_per_vector']:.0f} B/vec (faiss index + id table)")
+        print("resident B/vec of the id wrapper around IndexPQ16: "
+              + ", ".join(f"{k} {v:.0f}" for k, v in result["id_wrapper_ram_bytes_per_vector"].items()))
         plot(result["rows"], ex, args.plot)
     print(f"\nlearned vs post-hoc codebooks, m={lvp['m']}, nbits={lvp['nbits']} — {lvp['source']}")
-    print(f"{'embeddings':<38} {'codebooks':<40} {'recon err':>9} {'R@10':>6} {'1-R@10':>6}")
+    print(f"{'embeddings':<50} {'codebooks':<40} {'recon err':>9} {'R@10':>6} {'1-R@10':>6} {'cw use':>6}")
     for r in lvp["rows"]:
-        print(f"{r['model'][:38]:<38} {r['codebooks'][:40]:<40} {r['recon_rel_err']:>9.4f} {r['R@10']:>6.3f} {r['1-R@10']:>6.3f}")
+        print(f"{r['model'][:50]:<50} {r['codebooks'][:40]:<40} {r['recon_rel_err']:>9.4f} {r['R@10']:>6.3f} "
+              f"{r['1-R@10']:>6.3f} {r['codeword_use']:>6.3f}")
     print(f"\ntotal {result['total_s']:.0f} s; wrote {args.out}" + (f" and {args.plot}" if "rows" in result else ""))
 
 
