@@ -42,7 +42,6 @@ impressions, so no cold room ever appears in training, as a target or in a histo
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import shutil
@@ -53,7 +52,7 @@ import numpy as np
 
 from mm_live.data.kuailive import REQUIRED, TITLE_FILES, read_table
 from mm_live.data.sources import read_array
-from mm_live.data.synthetic import BASE_EPOCH_MS, SynthConfig, plan_stream, synthesize
+from mm_live.data.synthetic import BASE_EPOCH_MS, SynthConfig, plan_stream, synthesize, write_csv
 from mm_live.errors import ConfigError, DataError
 from mm_live.fileio import atomic_dir, write_json
 
@@ -121,13 +120,6 @@ def click_probability(hue: np.ndarray, pop: np.ndarray, groups: np.ndarray, dire
     return 1.0 / (1.0 + np.exp(-(cfg.bias + cfg.content_weight * affinity + cfg.id_weight * pop)))
 
 
-def _write_csv(path: Path, header: tuple[str, ...], rows: list[tuple]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(header)
-        w.writerows(rows)
-
-
 def synthesize_rooms(out_dir: str | Path, cfg: RoomsConfig) -> dict:
     """Write the rooms, users, impressions and truth to ``out_dir`` (layout in the module docstring);
     returns a summary dict. The folder is built aside and swapped in whole."""
@@ -173,11 +165,11 @@ def synthesize_rooms(out_dir: str | Path, cfg: RoomsConfig) -> dict:
         live = np.array([pl.live_id for pl in plans])
         streamer = np.array([pl.streamer_id for pl in plans])
         room_rows = [(int(live[r]), int(streamer[r]), 1, "chat", int(start[r]), BASE_EPOCH_MS + span) for r in range(cfg.rooms)]
-        _write_csv(kl / "room.csv", REQUIRED["room"], room_rows)
+        write_csv(kl / "room.csv", REQUIRED["room"], room_rows)
         watch = (1000 + rng.exponential(30_000.0, size=n)).astype(np.int64)
         rows = [(int(user_ids[users[i]]), int(live[rooms[i]]), int(streamer[rooms[i]]), int(times[i])) for i in range(n)]
-        _write_csv(kl / "click.csv", REQUIRED["click"], [r + (int(watch[i]),) for i, r in enumerate(rows) if clicked[i]])
-        _write_csv(kl / "negative.csv", ("user_id", "live_id", "streamer_id", "timestamp"),
+        write_csv(kl / "click.csv", REQUIRED["click"], [r + (int(watch[i]),) for i, r in enumerate(rows) if clicked[i]])
+        write_csv(kl / "negative.csv", ("user_id", "live_id", "streamer_id", "timestamp"),
                    [r for i, r in enumerate(rows) if not clicked[i]])
         np.save(kl / "title_embeddings.npy", titles.astype(np.float32))
         truth = {
