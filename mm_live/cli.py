@@ -25,7 +25,10 @@ _TASKS = ("highlight", "gifting", "em3")
 def _cmd_data_synth(args: argparse.Namespace) -> int:
     from mm_live.data.synthetic import SynthConfig, synthesize
 
-    cfg = SynthConfig(streams=args.streams, seconds=args.seconds, seed=args.seed, width=args.width, height=args.height)
+    kw = dict(streams=args.streams, seed=args.seed, width=args.width, height=args.height)
+    if args.seconds is not None:
+        kw["seconds"] = args.seconds
+    cfg = SynthConfig.hard(**kw) if args.difficulty == "hard" else SynthConfig(**kw)
     summary = synthesize(args.out, cfg)
     print(summary.describe())
     return 0
@@ -39,6 +42,32 @@ def _cmd_data_rooms(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k) for k in ("rooms", "users", "groups", "impressions_per_user", "seed")}
     cfg = RoomsConfig(**{k: v for k, v in given.items() if v is not None})
     print(json.dumps(synthesize_rooms(args.out, cfg), indent=2))
+    return 0
+
+
+def _cmd_data_fetch(args: argparse.Namespace) -> int:
+    from mm_live.data.fetch import fetch
+
+    res = fetch(args.dataset, args.out, features=args.features, allow_unverified=args.allow_unverified)
+    print(f"{len(res.files)} files in {res.out} ({len(res.skipped)} already there); licence: {res.licence}")
+    return 0
+
+
+def _cmd_data_manifest(args: argparse.Namespace) -> int:
+    from mm_live.data.public_manifest import write_public_manifest
+
+    summary = write_public_manifest(args.dataset, args.annotations, args.videos, args.out, strict=args.strict)
+    print(summary.describe())
+    return 0
+
+
+def _cmd_data_features(args: argparse.Namespace) -> int:
+    from mm_live.data.features import extract_features
+
+    summary = extract_features(args.videos, args.out, checkpoint=args.checkpoint, config=args.config,
+                               dataset=args.dataset, step_seconds=args.step_seconds, batch=args.batch,
+                               device=args.device)
+    print(summary.describe())
     return 0
 
 
@@ -236,7 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--out", required=True, type=Path, help="output directory (created)")
     d.add_argument("--streams", type=int, default=4, help="number of streams (default 4)")
-    d.add_argument("--seconds", type=float, default=30.0, help="length of each stream in seconds (default 30)")
+    d.add_argument("--seconds", type=float, default=None, help="length of each stream in seconds (default 30; hard: 60)")
+    d.add_argument("--difficulty", choices=("easy", "hard"), default="easy",
+                   help="easy: every highlight shows in frames, audio and comments (the demo); hard: each event's cue "
+                   "sits in a subset of modalities, distractors mimic one, lag 1-8 s, realistic chat text (the ablation)")
     d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     d.add_argument("--width", type=int, default=320, help="frame width in pixels (default 320)")
     d.add_argument("--height", type=int, default=180, help="frame height in pixels (default 180)")
@@ -251,6 +283,47 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("rooms", "users", "groups", "impressions-per-user", "seed"):
         d.add_argument(f"--{name}", type=int, help="(default: the generator's RoomsConfig)")
     d.set_defaults(func=_cmd_data_rooms)
+
+    d = dsub.add_parser(
+        "fetch", help="download a public dataset's annotations (and features), verified, with its licence",
+        description="Download the files of DATASET listed in mm_live/data/fetch.py (URL, sha256, licence, source) "
+        "into --out: resumable (.part + HTTP Range), sha256 checked before the rename, archives unpacked, "
+        "LICENCE.txt written. MM_LIVE_FETCH_MIRROR=<url> fetches <url>/<dataset>/<file> instead.")
+    d.add_argument("dataset", choices=["qvhighlights", "tvsum", "youtube_highlights", "kuailive"])
+    d.add_argument("--out", required=True, type=Path, help="output directory (created)")
+    d.add_argument("--features", action="store_true", help="also fetch the authors' precomputed features (GBs)")
+    d.add_argument("--allow-unverified", action="store_true",
+                   help="download files that have no published checksum (the sha256 received is recorded)")
+    d.set_defaults(func=_cmd_data_fetch)
+
+    d = dsub.add_parser(
+        "manifest", help="own-logs manifest for a public dataset's raw videos (clip route)",
+        description="Write an own-logs manifest (one line per query/video: clip, step_seconds = the dataset's "
+        "unit, labels.ctr in [0, 1] from the saliency annotations, split, qid/vid) for the videos found in "
+        "--videos; missing videos are listed in one line and skipped (refused with --strict).")
+    d.add_argument("--dataset", required=True, choices=["qvhighlights", "tvsum", "youtube_highlights"])
+    d.add_argument("--annotations", required=True, type=Path, nargs="+",
+                   help="annotation file(s); the split is read from the name (_train_/_val_/_test_)")
+    d.add_argument("--videos", required=True, type=Path, help="folder of <vid>.mp4 (.mkv/.webm/...)")
+    d.add_argument("--out", required=True, type=Path, help="manifest JSONL to write")
+    d.add_argument("--strict", action="store_true", help="refuse when any annotated video is missing")
+    d.set_defaults(func=_cmd_data_manifest)
+
+    d = dsub.add_parser(
+        "features", help="per-step features of a folder of videos from our encoders (feature route)",
+        description="Encode every video of --videos with the run's multimodal encoder (or, with 'default', the "
+        "untrained encoders of the default/--config config) and write OUT/<video stem>.npz (key 'features', "
+        "[steps, d]); videos already written are skipped, so a stopped run resumes.")
+    d.add_argument("--checkpoint", default="default", help="run directory, or 'default' (default)")
+    d.add_argument("--videos", required=True, type=Path, help="folder of videos")
+    d.add_argument("--out", required=True, type=Path, help="features folder (created)")
+    d.add_argument("--config", type=Path, help="config for 'default' (JSON/YAML)")
+    d.add_argument("--dataset", choices=["qvhighlights", "tvsum", "youtube_highlights"],
+                   help="use this dataset's step length (QVHighlights/TVSum 2 s, YouTube Highlights 50 frames at 30 fps)")
+    d.add_argument("--step-seconds", type=float, help="step length (default: the dataset's, else the config's)")
+    d.add_argument("--batch", type=int, default=32, help="steps encoded per batch (default 32)")
+    d.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    d.set_defaults(func=_cmd_data_features)
 
     s = sub.add_parser("demo", help="the README's main job (make demo)")
     s.add_argument("--out", type=Path, default=Path("demo_out"), help="where outputs go (default ./demo_out)")
