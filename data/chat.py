@@ -121,8 +121,10 @@ def _read_queries(path: str) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def _compositional(rng: np.random.Generator, n: int) -> list[str]:
-    """``n`` distinct template sentences (subject, verb phrase, place, time), order drawn by ``rng``."""
+@functools.lru_cache(maxsize=2)
+def _compositional(n: int) -> tuple[str, ...]:
+    """``n`` distinct template sentences (subject, verb phrase, place, time), a fixed draw."""
+    rng = np.random.default_rng(12_345)
     sizes = (len(_SUBJECTS), len(_VERBS), len(_PLACES), len(_TIMES))
     total = int(np.prod(sizes))
     codes = rng.choice(total, size=min(n, total), replace=False)
@@ -132,7 +134,7 @@ def _compositional(rng: np.random.Generator, n: int) -> list[str]:
         c, p = divmod(c, sizes[2])
         s, v = divmod(c, sizes[1])
         out.append(f"{_SUBJECTS[s].capitalize()} {_VERBS[v]} {_PLACES[p]}{_TIMES[t]}.")
-    return out
+    return tuple(out)
 
 
 def distinct_share(lines: Sequence[str]) -> float:
@@ -159,7 +161,7 @@ class ChatText:
             self.sentences = list(_read_queries(str(self.path)))
         else:
             self.source = "compositional"
-            self.sentences = _compositional(np.random.default_rng(12_345), 20_000)
+            self.sentences = list(_compositional(20_000))
         self._deck: np.ndarray = np.zeros(0, dtype=np.int64)
         self._pass = -1
         self.drawn: list[str] = []  # every line handed out, for describe()
@@ -230,8 +232,13 @@ class ChatText:
         """``n`` lines of ``kind``."""
         return [self.line(kind) for _ in range(int(n))]
 
+    def source_text(self) -> str:
+        """Where the sentences come from, in words."""
+        if self.source == "qvhighlights":
+            return f"QVHighlights queries ({len(self.sentences)} distinct, {self.path}) + chat memes"
+        return (f"compositional template sentences ({len(self.sentences)}; MM_LIVE_REAL_DATA not set or no "
+                "QVHighlights file) + chat memes")
+
     def describe(self) -> str:
         """Which sentence source is used and the distinct share of the lines drawn so far."""
-        src = (f"QVHighlights queries ({len(self.sentences)} distinct, {self.path})" if self.source == "qvhighlights"
-               else f"compositional template sentences ({len(self.sentences)} drawn; MM_LIVE_REAL_DATA not set or no QVHighlights file)")
-        return f"chat text: {src} + chat memes; {len(self.drawn)} lines drawn, {distinct_share(self.drawn):.0%} distinct"
+        return f"chat text: {self.source_text()}; {len(self.drawn)} lines drawn, {distinct_share(self.drawn):.0%} distinct"

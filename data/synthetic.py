@@ -11,6 +11,16 @@ modality solves the task:
   ``noise_burst`` (loud cheer-like audio only), ``chatter_burst`` (excited comments only).
 * steady background chatter comments all along.
 
+``difficulty="hard"`` (:meth:`SynthConfig.hard`, ``mm-live data synth --difficulty hard``; what the
+ablation uses) removes the give-away: per 60 s, one event of each kind in :data:`HARD_TYPES` —
+highlights seen + heard + commented (``av_chat``), heard off-screen + commented (``audio_chat``),
+only commented (``chat_only``, an announcement the chat reacts to), and distractors with no CTR rise:
+the same visual event nobody reacts to (``visual_only``), a roar over a dull scene (``audio_only``)
+and a flood of unrelated promotion as dense as a reaction (``spam_burst``). Reactions lag their
+event by 1–8 s; CTR ramps (1–2 s) and decays (τ 1.5–3 s) vary per event; comment text comes from
+:mod:`mm_live.data.chat` (ordinary chat, hype reactions, spam; mostly distinct sentences).
+``truth/<id>.json`` then also lists ``events``: type, modalities, ctr_rise, start/end, comment_burst.
+
 Per-step labels ``ctr`` (step ``t`` covers ``[t·step, (t+1)·step)``, ``ceil(seconds / step)`` steps)
 depend only on the planted highlights: a base rate, a linear 1 s ramp from each highlight's start to
 its peak, a plateau to its end, an exponential decay (τ = 2 s) after it, plus N(0, 0.02) noise,
@@ -54,6 +64,7 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
+from mm_live.data.chat import ChatText, distinct_share
 from mm_live.errors import ConfigError
 from mm_live.fileio import atomic_dir
 from mm_live.video_writer import write_video
@@ -123,6 +134,17 @@ class SynthConfig:
     streams_per_streamer: int = 2
     test_every: int = 4  # stream k goes to split "test" when (k + 1) % test_every == 0; 0: no test split
     embedding_dim: int = 128
+    # "easy": every highlight shows in all three modalities (above). "hard": each event carries its cue
+    # in a subset of modalities and distractors mimic one (see HARD_TYPES); comment text from data/chat.py.
+    difficulty: str = "easy"
+    chat_source: str | None = None  # hard only: data.chat.ChatText source (None: MM_LIVE_REAL_DATA, else compositional)
+
+    @classmethod
+    def hard(cls, **overrides: object) -> "SynthConfig":
+        """The hard generator's settings (60 s streams, comment lag 1-8 s, busier chat), then ``overrides``."""
+        base: dict = dict(difficulty="hard", seconds=60.0, comment_lag=(1.0, 8.0), burst_seconds=(2.0, 3.5),
+                          burst_rate=5.0, chatter_rate=1.2)
+        return cls(**{**base, **overrides})
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad field and its allowed values."""
@@ -151,6 +173,9 @@ class SynthConfig:
             v = getattr(self, name)
             _check(name, "an integer >= 1", lambda: _int(v) and v >= 1)
         _check("test_every", "an integer >= 0", lambda: _int(self.test_every) and self.test_every >= 0)
+        _check("difficulty", "'easy' or 'hard'", lambda: self.difficulty in ("easy", "hard"))
+        _check("seconds", "at least 20 for difficulty 'hard' (events and their lagging reactions need room)",
+               lambda: self.difficulty == "easy" or self.seconds >= 20.0)
 
 
 def _int(v: object) -> bool:
@@ -169,9 +194,35 @@ def _check(name: str, allowed: str, ok: Callable[[], bool]) -> None:
 # ----------------------------------------------------------------------------- plan
 
 
+@dataclass(frozen=True)
+class EventType:
+    """What a hard-generator event shows: the modalities carrying its cue, whether the CTR rises, and
+    the kind of comment burst (``hype`` reaction or unrelated ``spam``; None: no burst)."""
+
+    modalities: tuple[str, ...]
+    rises: bool
+    burst: str | None
+
+
+# Hard generator: three highlights, each with its cue in a subset of modalities, and three distractors
+# that mimic one modality with no CTR rise. "visual" = the bright bouncing disc + brightness flash,
+# "audio" = the loud broadband roar, "comments" = a burst of chat lines (data/chat.py kinds).
+HARD_TYPES: dict[str, EventType] = {
+    "av_chat": EventType(("visual", "audio", "comments"), True, "hype"),  # seen, heard, chat reacts
+    "audio_chat": EventType(("audio", "comments"), True, "hype"),  # heard off-screen, chat reacts
+    "chat_only": EventType(("comments",), True, "hype"),  # an announcement the chat reacts to
+    "visual_only": EventType(("visual",), False, None),  # the same visual event, nobody reacts
+    "audio_only": EventType(("audio",), False, None),  # a roar over a dull scene
+    "spam_burst": EventType(("comments",), False, "spam"),  # a flood of unrelated promotion
+}
+RISING = frozenset({"highlight"} | {k for k, v in HARD_TYPES.items() if v.rises})
+_VISUAL = {"easy": ("highlight",), "hard": tuple(k for k, v in HARD_TYPES.items() if "visual" in v.modalities)}
+_LOUD = {"easy": ("highlight", "noise_burst"), "hard": tuple(k for k, v in HARD_TYPES.items() if "audio" in v.modalities)}
+
+
 @dataclass
 class Event:
-    kind: str  # "highlight", "scene_cut", "noise_burst", "chatter_burst"
+    kind: str  # easy: "highlight", "scene_cut", "noise_burst", "chatter_burst"; hard: a HARD_TYPES key
     start: float
     end: float
     burst: tuple[float, float] | None = None  # comment burst window (highlight, chatter_burst)
@@ -196,16 +247,19 @@ class StreamPlan:
     base_ctr: float
     palettes: np.ndarray  # [2, 2, 3]: (normal, scene-cut) x (colour 0, colour 1) x RGB in [0, 1]
     phase: np.ndarray  # [4] phases of the moving objects
+    difficulty: str = "easy"
 
     @property
     def highlights(self) -> list[Event]:
-        return [e for e in self.events if e.kind == "highlight"]
+        """The events the CTR rises over (easy: "highlight"; hard: the HARD_TYPES that rise)."""
+        return [e for e in self.events if e.kind in RISING]
 
-    def active(self, kind: str, t: np.ndarray) -> np.ndarray:
-        """[len(t)] bool: inside an event of ``kind`` at times ``t`` (seconds)."""
+    def active(self, kind: str | tuple[str, ...], t: np.ndarray) -> np.ndarray:
+        """[len(t)] bool: inside an event of ``kind`` (or any of several kinds) at times ``t`` (seconds)."""
+        kinds = (kind,) if isinstance(kind, str) else kind
         on = np.zeros(t.shape, dtype=bool)
         for e in self.events:
-            if e.kind == kind:
+            if e.kind in kinds:
                 on |= (t >= e.start) & (t < e.end)
         return on
 
@@ -277,22 +331,64 @@ def _place_events(rng: np.random.Generator, cfg: SynthConfig) -> list[Event]:
     return events
 
 
+def _place_events_hard(rng: np.random.Generator, cfg: SynthConfig, k: int) -> list[Event]:
+    """Hard generator: per 60 s one event of each HARD_TYPES kind (at least one highlight and one
+    distractor; the kinds rotate with the stream index ``k`` when fewer fit). Events never overlap in
+    time, and each one's span reaches to the end of its comment burst, so no other event falls between
+    a highlight and its (lagging) reaction."""
+    T = float(cfg.seconds)
+    n_each = max(1, int(round(3 * T / 60.0)))
+    rising = [name for name, v in HARD_TYPES.items() if v.rises]
+    others = [name for name, v in HARD_TYPES.items() if not v.rises]
+    kinds = [rising[(k + i) % len(rising)] for i in range(n_each)] + [others[(k + i) % len(others)] for i in range(n_each)]
+    tl, events = _Timeline(), []
+    for kind in kinds:  # highlights first: they need the most room
+        typ = HARD_TYPES[kind]
+        for _attempt in range(200):
+            burst = None
+            if typ.burst == "spam":  # a spam flood is as long and as dense as a reaction burst
+                dur = rng.uniform(*cfg.burst_seconds)
+                s = rng.uniform(0.5, T - dur - 0.5)
+                burst = (s, s + dur)
+            else:
+                dur = rng.uniform(cfg.highlight_seconds[0], min(cfg.highlight_seconds[1], T / 4))
+                s = rng.uniform(0.5, T - dur - 0.5)
+                if typ.burst == "hype":
+                    t0 = s + rng.uniform(*cfg.comment_lag)
+                    burst = (t0, t0 + rng.uniform(*cfg.burst_seconds))
+                    if burst[1] > T - 0.25:
+                        continue
+            end = max(s + dur, burst[1] if burst else 0.0)
+            spans = {ch: (s, end) for ch in ("visual", "audio", "comments")}
+            if tl.free(spans):
+                tl.reserve(spans)
+                events.append(Event(kind, s, s + dur, burst=burst))
+                break
+    if not any(e.kind in RISING for e in events):
+        raise ConfigError(f"synthetic data: no hard highlight fits in {T:g} s with comment_lag {cfg.comment_lag}; "
+                          "use longer seconds or shorter lags")
+    events.sort(key=lambda e: (e.start, e.kind))
+    return events
+
+
 def n_steps(seconds: float, step_seconds: float) -> int:
     """Number of labelled steps: ``ceil(seconds / step_seconds)`` (the last one may be partial)."""
     return int(math.ceil(seconds / step_seconds - 1e-9))
 
 
 def _ctr_labels(rng: np.random.Generator, events: list[Event], cfg: SynthConfig) -> tuple[np.ndarray, float]:
-    """[T] ctr per step from the planted highlights only (see the module docstring)."""
+    """[T] ctr per step from the planted highlights only (see the module docstring). Hard generator:
+    the ramp (1-2 s) and the decay's τ (1.5-3 s) are drawn per event, so borders vary."""
     centres = (np.arange(n_steps(cfg.seconds, cfg.step_seconds)) + 0.5) * cfg.step_seconds
     base = rng.uniform(0.03, 0.10)
     bump = np.zeros_like(centres)
     for e in events:
-        if e.kind != "highlight":
+        if e.kind not in RISING:
             continue
         peak = rng.uniform(0.45, 0.85)
-        ramp = np.clip((centres - e.start) / 1.0, 0.0, 1.0)
-        decay = np.where(centres > e.end, np.exp(-(centres - e.end) / 2.0), 1.0)
+        ramp_s, tau = (rng.uniform(1.0, 2.0), rng.uniform(1.5, 3.0)) if cfg.difficulty == "hard" else (1.0, 2.0)
+        ramp = np.clip((centres - e.start) / ramp_s, 0.0, 1.0)
+        decay = np.where(centres > e.end, np.exp(-(centres - e.end) / tau), 1.0)
         bump = np.maximum(bump, peak * ramp * decay * (centres >= e.start))
     ctr = np.clip(base + bump + rng.normal(0.0, 0.02, size=centres.shape), 0.0, 1.0)
     return ctr, float(base)
@@ -301,7 +397,8 @@ def _ctr_labels(rng: np.random.Generator, events: list[Event], cfg: SynthConfig)
 def plan_stream(k: int, cfg: SynthConfig) -> StreamPlan:
     """Draw the planted events, labels and look of stream ``k`` (depends on ``cfg.seed`` and ``k`` only)."""
     rng = _rng(cfg.seed, 0, k)
-    events = _place_events(rng, cfg)
+    hard = cfg.difficulty == "hard"
+    events = _place_events_hard(rng, cfg, k) if hard else _place_events(rng, cfg)
     for e in events:
         if e.burst is not None:
             e.n_comments = 3 + int(rng.poisson(cfg.burst_rate * (e.burst[1] - e.burst[0])))
@@ -315,7 +412,7 @@ def plan_stream(k: int, cfg: SynthConfig) -> StreamPlan:
     return StreamPlan(
         index=k, stream_id=f"s{k:04d}", live_id=700_000 + k, streamer_id=50_000 + k // cfg.streams_per_streamer,
         seconds=float(cfg.seconds), events=events, ctr=ctr, base_ctr=base,
-        palettes=np.stack([normal, cut]), phase=rng.uniform(0, 2 * np.pi, size=4),
+        palettes=np.stack([normal, cut]), phase=rng.uniform(0, 2 * np.pi, size=4), difficulty=cfg.difficulty,
     )
 
 
@@ -355,7 +452,7 @@ def render_frames(plan: StreamPlan, t: np.ndarray, width: int, height: int) -> n
     for i in range(n):
         img[i, y0:y1, int((bx[i] - 0.12) * width) : int((bx[i] + 0.12) * width)] = (0.35, 0.25, 0.2)
     # Highlight: a bright disc bouncing fast across the frame + a pulsing brightness flash.
-    hl = plan.active("highlight", t)  # [n]
+    hl = plan.active(_VISUAL[plan.difficulty], t)  # [n]
     cx = (0.5 + 0.4 * np.sin(2 * np.pi * 1.3 * t + ph[1])) * width
     cy = (0.5 + 0.35 * np.sin(2 * np.pi * 0.9 * t + ph[2])) * height
     gain = 1.0 + 0.35 + 0.25 * np.sin(2 * np.pi * 2.0 * t + ph[3])  # [n]
@@ -380,7 +477,7 @@ def render_audio(plan: StreamPlan, rng: np.random.Generator, sample_rate: int) -
     noise = rng.standard_normal(n)
     loud = np.zeros(n)
     for e in plan.events:
-        if e.kind in ("highlight", "noise_burst"):
+        if e.kind in _LOUD[plan.difficulty]:
             gate = np.clip((t - e.start) / 0.05, 0, 1) * np.clip((e.end - t) / 0.05, 0, 1)  # 50 ms fades
             loud = np.maximum(loud, gate * (0.7 + 0.3 * np.abs(np.sin(2 * np.pi * 3.0 * t + e.start))))
     audio = bed + noise * (0.004 + 0.3 * loud)
@@ -415,6 +512,25 @@ def make_comments(plan: StreamPlan, rng: np.random.Generator, viewers: np.ndarra
         times = np.concatenate([[a], rng.uniform(a, b, size=e.n_comments - 1)])
         for t in times:
             rows.append((float(t), int(rng.choice(viewers)), EXCITED[rng.integers(len(EXCITED))]))
+    rows.sort(key=lambda r: (r[0], r[1], r[2]))
+    return [{"t": round(t, 3), "user_id": u, "text": s} for t, u, s in rows]
+
+
+def make_comments_hard(plan: StreamPlan, rng: np.random.Generator, viewers: np.ndarray, cfg: SynthConfig,
+                       chat: ChatText) -> list[dict]:
+    """Hard generator: ordinary chat all along (Poisson, ``chatter_rate``/s) plus each event's burst of
+    ``hype`` or ``spam`` lines (:class:`~mm_live.data.chat.ChatText`); sorted by t."""
+    n_bg = int(rng.poisson(cfg.chatter_rate * plan.seconds))
+    times = [rng.uniform(0.0, plan.seconds, size=n_bg)]
+    kinds = ["chat"] * n_bg
+    for e in plan.events:
+        if e.burst is not None:
+            a, b = e.burst
+            times.append(np.concatenate([[a], rng.uniform(a, b, size=e.n_comments - 1)]))
+            kinds += [HARD_TYPES[e.kind].burst] * e.n_comments
+    t_all = np.concatenate(times)
+    users = rng.choice(viewers, size=len(t_all))
+    rows = [(float(t), int(u), chat.line(kind)) for t, u, kind in zip(t_all, users, kinds)]
     rows.sort(key=lambda r: (r[0], r[1], r[2]))
     return [{"t": round(t, 3), "user_id": u, "text": s} for t, u, s in rows]
 
@@ -487,16 +603,23 @@ class SynthSummary:
     n_distractors: int = 0
     n_comments: int = 0
     counts: dict[str, int] = field(default_factory=dict)  # KuaiLive rows per table
+    difficulty: str = "easy"
+    chat_text: str | None = None  # hard: where the comment sentences came from
+    distinct_share: list[float] = field(default_factory=list)  # hard: per stream, distinct comment texts / comments
 
     def describe(self) -> str:
         c = self.counts
-        return "\n".join([
-            f"wrote {len(self.streams)} synthetic streams of {self.seconds:g} s to {self.out_dir}",
+        lines = [
+            f"wrote {len(self.streams)} synthetic streams ({self.difficulty}) of {self.seconds:g} s to {self.out_dir}",
             f"  manifest: {self.manifest}",
             f"  planted: {self.n_highlights} highlights, {self.n_distractors} distractors, {self.n_comments} comments",
             f"  kuailive/: {c.get('user', 0)} users, {c.get('streamer', 0)} streamers, {c.get('room', 0)} rooms, "
             f"{c.get('click', 0)} clicks, {c.get('comment', 0)} comments, {c.get('like', 0)} likes, {c.get('gift', 0)} gifts",
-        ])
+        ]
+        if self.distinct_share:
+            lines.append(f"  comment text: {self.chat_text}; distinct per stream {np.mean(self.distinct_share):.0%} "
+                         f"(min {min(self.distinct_share):.0%})")
+        return "\n".join(lines)
 
 
 def _truth(plan: StreamPlan, cfg: SynthConfig) -> dict:
@@ -510,11 +633,22 @@ def _truth(plan: StreamPlan, cfg: SynthConfig) -> dict:
     ]
     distractors = [
         {"kind": e.kind, "start": r(e.start), "end": r(e.end), **({"n_comments": e.n_comments} if e.burst else {})}
-        for e in plan.events if e.kind != "highlight"
+        for e in plan.events if e.kind not in RISING
     ]
-    return {"stream_id": plan.stream_id, "live_id": plan.live_id, "streamer_id": plan.streamer_id,
-            "seconds": plan.seconds, "fps": cfg.fps, "sample_rate": cfg.sample_rate, "step_seconds": cfg.step_seconds,
-            "highlights": highlights, "distractors": distractors}
+    out = {"stream_id": plan.stream_id, "live_id": plan.live_id, "streamer_id": plan.streamer_id,
+           "seconds": plan.seconds, "fps": cfg.fps, "sample_rate": cfg.sample_rate, "step_seconds": cfg.step_seconds,
+           "highlights": highlights, "distractors": distractors}
+    if plan.difficulty == "hard":
+        out["difficulty"] = "hard"
+        out["events"] = [
+            {"type": e.kind, "modalities": list(HARD_TYPES[e.kind].modalities), "ctr_rise": HARD_TYPES[e.kind].rises,
+             "start": r(e.start), "end": r(e.end),
+             "comment_burst": None if e.burst is None else {
+                 "start": r(e.burst[0]), "end": r(e.burst[1]), "lag": r(e.lag), "n_comments": e.n_comments,
+                 "text": HARD_TYPES[e.kind].burst}}
+            for e in plan.events
+        ]
+    return out
 
 
 def _check_out_dir(out_dir: Path) -> None:
@@ -532,7 +666,8 @@ def synthesize(out_dir: str | Path, cfg: SynthConfig) -> SynthSummary:
     cfg.validate()
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
-    summary = SynthSummary(out_dir=out_dir, manifest=out_dir / "manifest.jsonl", streams=[], seconds=float(cfg.seconds))
+    summary = SynthSummary(out_dir=out_dir, manifest=out_dir / "manifest.jsonl", streams=[], seconds=float(cfg.seconds),
+                           difficulty=cfg.difficulty)
     users = user_rows(cfg)
     user_ids = np.array([u[0] for u in users])
     tables: dict[str, list[tuple]] = {name: [] for name in CSV_COLUMNS}
@@ -550,7 +685,13 @@ def synthesize(out_dir: str | Path, cfg: SynthConfig) -> SynthSummary:
             viewers = np.sort(comment_rng.choice(user_ids, size=min(cfg.viewers_per_stream, len(user_ids)), replace=False))
             sid = plan.stream_id
             write_clip(tmp / "streams" / f"{sid}.mp4", plan, cfg, media_rng)
-            comments = make_comments(plan, comment_rng, viewers, cfg)
+            if cfg.difficulty == "hard":
+                chat = ChatText(int(comment_rng.integers(2**62)), source=cfg.chat_source)
+                comments = make_comments_hard(plan, comment_rng, viewers, cfg, chat)
+                summary.chat_text = chat.source_text()
+                summary.distinct_share.append(distinct_share([c["text"] for c in comments]))
+            else:
+                comments = make_comments(plan, comment_rng, viewers, cfg)
             with open(tmp / "streams" / f"{sid}.comments.jsonl", "w", encoding="utf-8") as fh:
                 fh.writelines(json.dumps(c, ensure_ascii=False) + "\n" for c in comments)
             (tmp / "truth" / f"{sid}.json").write_text(json.dumps(_truth(plan, cfg), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
