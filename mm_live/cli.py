@@ -2,7 +2,8 @@
 
 Each subcommand only parses its arguments and calls an importable library function; the function's
 module is imported inside the subcommand so ``mm-live --help`` answers without importing torch.
-User errors (:class:`~mm_live.errors.MMLiveError`) print one line and exit with code 2.
+User errors (:class:`~mm_live.errors.MMLiveError`) print one line and exit with code 2; any other
+exception prints one line pointing at a crash log and exits 1 (:mod:`mm_live.crash`, docs/errors.md).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from mm_live import __version__
 from mm_live.errors import MMLiveError
+from mm_live.fileio import check_output
 
 # Tasks `mm-live train` knows; each is the pipeline module mm_live.pipelines.<name> (see mm_live.tasks).
 _TASKS = ("highlight", "gifting", "em3")
@@ -25,6 +27,7 @@ _TASKS = ("highlight", "gifting", "em3")
 def _cmd_data_synth(args: argparse.Namespace) -> int:
     from mm_live.data.synthetic import SynthConfig, synthesize
 
+    check_output(args.out)
     kw = dict(streams=args.streams, seed=args.seed, width=args.width, height=args.height)
     if args.seconds is not None:
         kw["seconds"] = args.seconds
@@ -39,6 +42,7 @@ def _cmd_data_rooms(args: argparse.Namespace) -> int:
 
     from mm_live.data.rooms import RoomsConfig, synthesize_rooms
 
+    check_output(args.out)
     given = {k: getattr(args, k) for k in ("rooms", "users", "groups", "impressions_per_user", "seed")}
     cfg = RoomsConfig(**{k: v for k, v in given.items() if v is not None})
     print(json.dumps(synthesize_rooms(args.out, cfg), indent=2))
@@ -72,13 +76,17 @@ def _cmd_data_features(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from mm_live.distributed import is_main
     from mm_live.runs import train
     from mm_live.tasks import get_task
 
+    check_output(args.out)
     task = get_task(args.pipeline)
     options = {"dataset": args.dataset, "features": args.features} if args.dataset else {}
     result = train(args.pipeline, args.data, args.out, config=args.config, resume=args.resume, device=args.device,
                    overrides={"train.epochs": args.epochs, "train.seed": args.seed}, **options)
+    if not is_main():  # under torchrun: rank 0 reports for the run
+        return 0
     best = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"
     print(f"trained {result.steps} steps; best held-out {task.metric} {best} at step {result.best_step}")
     print(f"checkpoints: {result.out_dir}/best  {result.out_dir}/last   log: {result.out_dir}/metrics.jsonl")
@@ -86,11 +94,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
+    from mm_live.comments import check_comment_times
     from mm_live.runs import run_task
     from mm_live.scoring import ClipSource
     from mm_live.tasks import get_task
 
-    ClipSource.open(args.clip, args.comments, skip_bad_lines=args.skip_bad_lines)  # bad input fails before the model
+    check_output(args.out)
+    source = ClipSource.open(args.clip, args.comments, skip_bad_lines=args.skip_bad_lines)  # bad input fails before the model
+    if args.comments:
+        check_comment_times(source.comments, source.info.start_time + source.info.duration, args.comments)
     task = get_task(run_task(args.checkpoint))
     res = task.score(args.clip, args.checkpoint, comments=args.comments, out_dir=args.out, top_k=args.top_k,
                      streamer_id=args.streamer_id, user_id=args.user, skip_bad_lines=args.skip_bad_lines,
@@ -107,12 +119,16 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 def _cmd_export_index(args: argparse.Namespace) -> int:
     from mm_live.data.windows import clip_collection
+    from mm_live.distributed import is_main
     from mm_live.export import export_index
 
+    check_output(args.out)
     out = export_index(args.checkpoint, clip_collection(args.data), args.out, segment_seconds=args.segment_seconds,
                        ivf_lists=args.ivf_lists, m=args.m, nbits=args.nbits, refine=args.refine, device=args.device)
     import json
 
+    if not is_main():  # under torchrun: rank 0 reports for the run
+        return 0
     meta = json.loads((out / "index.json").read_text(encoding="utf-8"))
     print(f"indexed {meta['count']} vectors ({meta['kind']}, {meta['m']}x{meta['nbits']} bits, refine {meta['refine']}) -> {out}")
     return 0
@@ -139,7 +155,15 @@ def _cmd_search(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from mm_live.data.evaluate import evaluate
 
-    result = evaluate(args.dataset, predictions=args.predictions, annotations=args.annotations)
+    if args.out:
+        check_output(args.out, kind="file")
+    if args.checkpoint is not None:  # predict with the run first (public datasets)
+        from mm_live.pipelines.public_eval import evaluate_run
+
+        result = evaluate_run(args.checkpoint, args.dataset, args.annotations, manifest=args.data,
+                              features=args.features, out=args.out_dir, device=args.device)
+    else:
+        result = evaluate(args.dataset, predictions=args.predictions, annotations=args.annotations)
     print(result.table())
     if args.out:
         from mm_live.fileio import write_json
@@ -152,6 +176,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mm_live.pipelines.demo import run_demo
 
+    check_output(args.out)
     run_demo(out_dir=args.out, seed=args.seed)
     return 0
 
@@ -213,11 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
         "eval",
         help="evaluate saliency predictions against a public dataset's annotations",
         description="Score Moment-DETR-style predictions ({qid, vid, pred_saliency_scores}) the way "
-        "the dataset's official evaluator does; print a table, optionally write JSON.",
+        "the dataset's official evaluator does; print a table, optionally write JSON. With --checkpoint a "
+        "highlight run makes the predictions first (clip route: --data MANIFEST; feature route: --features DIR).",
     )
     s.add_argument("--dataset", required=True, choices=["qvhighlights", "tvsum", "youtube_highlights", "klive", "own"])
-    s.add_argument("--predictions", required=True, type=Path, help="prediction JSONL")
+    q = s.add_mutually_exclusive_group(required=True)
+    q.add_argument("--predictions", type=Path, help="prediction JSONL")
+    q.add_argument("--checkpoint", type=Path, help="highlight run to predict with (qvhighlights, tvsum, youtube_highlights)")
     s.add_argument("--annotations", required=True, type=Path, help="annotation file of the dataset")
+    s.add_argument("--data", type=Path, help="with --checkpoint, clip route: the manifest from 'mm-live data manifest'")
+    s.add_argument("--features", type=Path, help="with --checkpoint, feature route: the per-video features folder")
+    s.add_argument("--out-dir", type=Path, help="with --checkpoint: where predictions.jsonl and metrics.json go "
+                   "(default RUN/eval_<dataset>)")
+    s.add_argument("--device", default="auto", help="with --checkpoint: auto, cpu, cuda or cuda:N (default auto)")
     s.add_argument("--out", type=Path, help="write the metrics as JSON here")
     s.set_defaults(func=_cmd_eval)
 
@@ -347,6 +380,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mm-live: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # the last resort: a bug, not a user error -> one line + a crash log, exit 1
+        from mm_live import crash
+
+        if crash.debugging():
+            raise
+        try:
+            log, reason = crash.write_crash_log(exc, argv), None
+        except OSError as err:
+            log, reason = None, f"{crash.crash_dir()}: {err.strerror or err}"
+        print(crash.one_line(exc, log, reason), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
