@@ -19,6 +19,7 @@ import numpy as np
 
 from mm_live.data.records import HighlightRecord, bad, get, number, numeric_array
 from mm_live.data.sources import missing_error
+from mm_live.errors import DataError
 from mm_live.jsonl import iter_jsonl
 
 KNOWN_KEYS = ("stream_id", "clip", "comments", "streamer_id", "step_seconds", "labels")
@@ -53,6 +54,8 @@ def read_manifest(path: str | Path, split: str | None = None) -> list[HighlightR
         ctr = numeric_array(get(labels, "ctr", path, line), path, line, "labels.ctr")
         if len(ctr) == 0:
             raise bad(path, line, "labels.ctr", "is empty; give one label per step")
+        if np.abs(ctr).max() > np.finfo(np.float32).max:  # stored as float32 below
+            raise bad(path, line, "labels.ctr", "holds values too large for float32; give rates such as 0.12")
         if obj.get("split") is not None and not isinstance(obj["split"], str):
             raise bad(path, line, "split", f"must be a string, got {obj['split']!r}")
         if split is not None and obj.get("split") != split:
@@ -64,6 +67,9 @@ def read_manifest(path: str | Path, split: str | None = None) -> list[HighlightR
             clip=base / clip, comments=None if comments is None else base / comments,
             extra={k: v for k, v in obj.items() if k not in KNOWN_KEYS} | {"line": line, "manifest": path},
         ))
+    if not seen:
+        raise DataError(f"{path}: the manifest lists no streams; write one stream per line as a JSON object "
+                        "(docs/datasets.md)")
     return records
 
 

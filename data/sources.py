@@ -69,6 +69,8 @@ def read_array(path: str | Path, key: str | None = None) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: array file not found; check the path")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty (0 bytes); re-create the .npy/.npz file")
     try:
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):
@@ -82,6 +84,22 @@ def read_array(path: str | Path, key: str | None = None) -> np.ndarray:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: cannot read the array ({type(exc).__name__}: {str(exc)[:120]}); "
                         "re-create the .npy/.npz file") from None
+
+
+def array_shape(path: str | Path) -> tuple[int, ...]:
+    """Shape of the array in a ``.npy`` file without reading its data (memory-mapped: a title matrix
+    of the full KuaiLive release is GBs); a missing, empty, corrupt or pickled file raises one DataError."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        read_array(path)  # raises the missing / empty-file error
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read the array ({type(exc).__name__}: {str(exc)[:120]}); "
+                        "re-create the .npy file") from None
+    if not isinstance(arr, np.ndarray):
+        raise DataError(f"{path}: expected a .npy array, found a {type(arr).__name__}; save it with numpy.save")
+    return tuple(arr.shape)
 
 
 def load_features(path: str | Path, key: str | None = None) -> np.ndarray:

@@ -92,8 +92,27 @@ def load_checkpoint(path: str | Path, *, kind: str | None = None, with_state: bo
     if with_state:
         if not (path / STATE).is_file():
             raise CheckpointError(f"checkpoint {path} has no {STATE}: it cannot resume training (use it with 'score' instead)")
-        trainer_state = torch.load(path / STATE, weights_only=True, map_location="cpu")
+        trainer_state = _load_state(path / STATE)
     return Checkpoint(path=path, config=config, state_dict=state_dict, meta=meta, trainer_state=trainer_state)
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    """The trainer state, loaded with ``weights_only=True``: torch's restricted unpickler builds only
+    tensors and plain containers, so a crafted file cannot run code; it is refused instead."""
+    import pickle
+
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        detail = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
+        raise CheckpointError(f"{path} holds Python objects that safe loading refuses ({detail[:120] or 'not tensors'}); "
+                              "it was not written by mm-live: drop --resume to start again, or restore the file") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise CheckpointError(f"{path} is corrupt ({str(exc).splitlines()[0][:120]}); it cannot resume: drop --resume "
+                              "to start again, or restore the file") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a trainer state (got {type(state).__name__}); drop --resume to start again")
+    return state
 
 
 def load_weights(model: torch.nn.Module, ckpt: Checkpoint) -> None:

@@ -93,6 +93,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_watch(args: argparse.Namespace) -> int:
+    from mm_live.live import watch
+
+    summary = watch(args.source, args.checkpoint, args.out, comments=args.comments, cut=args.cut, json_out=args.json,
+                    lead_in=args.lead_in, stall_timeout=args.stall_timeout, streamer_id=args.streamer_id,
+                    skip_bad_lines=args.skip_bad_lines, device=args.device)
+    print(summary.line(), file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     from mm_live.comments import check_comment_times
     from mm_live.runs import run_task
@@ -233,6 +243,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--skip-bad-lines", action="store_true", help="skip malformed comment lines instead of failing")
     s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default auto)")
     s.set_defaults(func=_cmd_score)
+
+    s = sub.add_parser(
+        "watch",
+        help="score a stream while it is broadcast; emit and cut highlights as they close",
+        description="Score every step of SOURCE (a file being recorded, a local .m3u8 playlist, or a URL FFmpeg "
+        "opens) as soon as it is in, into --out/scores.jsonl; closed highlight windows go to highlights.jsonl "
+        "(and with --cut to clips/<start>-<end>.mp4, stream copy). Run it again with the same --out to resume.",
+    )
+    s.add_argument("source", help="growing .ts/.flv/fragmented .mp4 file, local .m3u8 playlist, or URL")
+    s.add_argument("--checkpoint", required=True, type=Path, help="highlight run directory written by 'mm-live train'")
+    s.add_argument("--out", required=True, type=Path, help="output directory (created; holds the resume state)")
+    s.add_argument("--comments", help="comments being appended: .jsonl ({t, user_id, text}) or danmaku .xml; - = stdin")
+    s.add_argument("--cut", action="store_true", help="write each highlight as an mp4 by stream copy")
+    s.add_argument("--json", action="store_true", help="also print each score line (JSON) to stdout")
+    s.add_argument("--lead-in", type=float, default=3.0, help="seconds of lead-in before a cut highlight (default 3)")
+    s.add_argument("--stall-timeout", type=float, default=10.0,
+                   help="end when the source brings nothing new for this many seconds (default 10)")
+    s.add_argument("--streamer-id", "--streamer", dest="streamer_id", help="streamer id of the stream")
+    s.add_argument("--skip-bad-lines", action="store_true", help="skip malformed comment lines instead of failing")
+    s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default auto)")
+    s.set_defaults(func=_cmd_watch)
 
     s = sub.add_parser(
         "eval",

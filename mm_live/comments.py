@@ -117,6 +117,17 @@ def read_comments(path: str | Path, *, skip_bad_lines: bool = False) -> CommentL
     return CommentLog(path=str(path), comments=comments, skipped=skipped or [])
 
 
+def check_comment_times(comments: Sequence[Comment], clip_end: float, path: str | Path) -> None:
+    """Refuse a comment log none of whose comments falls inside the clip (``t`` > ``clip_end`` for
+    all): its times are almost surely in other units or from another clock (unix seconds or
+    milliseconds), and scoring would silently see no comments. Some comments past the end are fine."""
+    if comments and min(c.t for c in comments) > clip_end:
+        first = min(c.t for c in comments)
+        raise CommentsError(f"{path}: all {len(comments)} comments are after the clip's end ({clip_end:g} s; the "
+                            f"first at t={first:g}); 't' must be seconds from the start of the clip, not unix time or "
+                            "milliseconds")
+
+
 def lookback_bags(
     comments: Sequence[Comment],
     step_starts: Sequence[float] | np.ndarray,

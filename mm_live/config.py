@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -67,9 +68,12 @@ class MediaConfig:
     keyframes_only: bool = False  # decode key frames only (fast; needs steps >= one GOP)
 
     def validate(self, p: str) -> None:
+        # Bounds that catch absurd values before they become a decoder failure or a huge allocation
+        # (mm_live.media checks the same frame size; a step shorter than a frame is refused there).
         _positive(self.step_seconds, f"{p}.step_seconds")
-        _positive(self.frames_per_step, f"{p}.frames_per_step")
-        _positive(self.frame_size, f"{p}.frame_size")
+        _in_range(self.step_seconds, f"{p}.step_seconds", 0.01, 3600.0)
+        _in_range(self.frames_per_step, f"{p}.frames_per_step", 1, 1000)
+        _in_range(self.frame_size, f"{p}.frame_size", 1, 4096)
         _in_range(self.sample_rate, f"{p}.sample_rate", 4000, 192000)
         _in_range(self.comment_lookback, f"{p}.comment_lookback", 0.0, 3600.0)
         _in_range(self.max_comment_lag, f"{p}.max_comment_lag", 0, 10000)
@@ -192,12 +196,17 @@ class HighlightConfig:
     realign: bool = True  # hard-DTW re-alignment of comment embeddings (score t then sees comments up to t + max_comment_lag)
     alignment: bool = True  # False: no alignment loss and no re-alignment (the ablation)
     window_steps: int = 64  # steps per training window; scoring never gives a step more past context than this
-    embed_weight: float = 0.1  # InfoNCE between the two halves' embeddings of each window (trains the clip embedding)
+    # The clip/segment embedding (what export-index stores) is trained by a multi-positive InfoNCE over
+    # the embed_segment_steps-step segments of a batch: positives are segments of the same stream, and
+    # (a second term) segments of the same event state (inside a highlight or not). 0: untrained head.
+    embed_weight: float = 0.1
     embed_temperature: float = 0.1
+    embed_segment_steps: int = 4
     top_k: int = 5  # highlight windows reported by `score`
 
     def validate(self, p: str) -> None:
-        for name in ("d_model", "n_layers", "n_heads", "n_streamers", "n_negatives", "top_k", "window_steps"):
+        for name in ("d_model", "n_layers", "n_heads", "n_streamers", "n_negatives", "top_k", "window_steps",
+                     "embed_segment_steps"):
             _positive(getattr(self, name), f"{p}.{name}")
         _divides(self.n_heads, self.d_model, f"{p}.n_heads", f"{p}.d_model")
         if self.lookback_steps is not None:
@@ -274,12 +283,18 @@ class QuantConfig:
     nbits: int = 8  # codebook size K = 2**nbits
     commitment: float = 0.25
     ivf_lists: int = 0  # >0: export IndexIVFPQ with this many lists
+    # Learn the codebooks with the model (highlight): k-means on the first 4*2**nbits segment embeddings,
+    # then straight-through + commitment, the contrastive term on the quantized vectors, unused
+    # codewords re-seeded every restart_every steps. False: codebooks are fitted after training (post hoc).
+    learn: bool = False
+    restart_every: int = 100
 
     def validate(self, p: str) -> None:
         _positive(self.m, f"{p}.m")
         _in_range(self.nbits, f"{p}.nbits", 1, 16)
         _in_range(self.commitment, f"{p}.commitment", 0.0, 1e6)
         _in_range(self.ivf_lists, f"{p}.ivf_lists", 0, 1 << 24)
+        _positive(self.restart_every, f"{p}.restart_every")
 
 
 @dataclass
@@ -375,22 +390,32 @@ class Config:
 
 def load_config(path: str | Path) -> Config:
     """Read a JSON or YAML config; missing sections/fields take their defaults."""
+    from mm_live.jsonl import read_text
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"config file {path} does not exist: pass an existing .json/.yaml file")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "config", error=ConfigError)
+    yaml_file = path.suffix.lower() in (".yaml", ".yml")
+    kind = path.suffix.lstrip(".") or "JSON"
     try:
-        if path.suffix.lower() in (".yaml", ".yml"):
+        if yaml_file:
             import yaml
 
-            data = yaml.safe_load(text) or {}
+            data = yaml.safe_load(text) or {}  # safe_load: a config builds no Python objects
         else:
             data = json.loads(text)
-    except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
-        msg = str(exc).splitlines()[0]
-        raise ConfigError(f"config file {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {msg}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid {kind} ({exc.msg} at line {exc.lineno} column {exc.colno}): "
+                          "fix it (YAML files need a .yaml suffix)") from None
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number, [[[[... nested too deep
+        raise ConfigError(f"config file {path} is not valid {kind} ({type(exc).__name__}): fix it") from None
+    except Exception as exc:  # yaml.YAMLError and its subclasses
+        msg = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"config file {path} is not valid {kind} ({msg}): fix it") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(f"config file {path} must hold a mapping of sections (e.g. {{\"media\": {{...}}}}), "
+                          f"got {type(data).__name__}")
     try:
         return Config.from_dict(data)
     except ConfigError as exc:
@@ -418,12 +443,13 @@ def save_config(cfg: Config, path: str | Path) -> None:
 def _build(cls: type, data: Any, path: str) -> Any:
     where = path or "config"
     if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping of fields, got {type(data).__name__} {data!r}")
+        raise ConfigError(f"{where} must be a mapping of fields, got {type(data).__name__} {_short(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted((k for k in data if k not in fields), key=str)
     if unknown:
-        raise ConfigError(f"unknown config field '{_join(path, unknown[0])}': allowed are {sorted(fields)}")
+        raise ConfigError(f"unknown config field '{_join(path, str(unknown[0]))}'{_did_you_mean(unknown[0], fields)}: "
+                          f"allowed are {sorted(fields)}")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(hints[name], value, _join(path, name), fields[name])
@@ -442,38 +468,52 @@ def _coerce(tp: Any, value: Any, path: str, f: dataclasses.Field | None = None) 
         return _build(tp, value, path)
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{path} must be a list, got {value!r}")
+            raise ConfigError(f"{path} must be a list, got {_short(value)}")
         return [_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{path} must be true or false, got {value!r}")
+            raise ConfigError(f"{path} must be true or false, got {_short(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path} must be an integer, got {value!r}")
+            raise ConfigError(f"{path} must be an integer, got {_short(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path} must be a number, got {value!r}")
+            raise ConfigError(f"{path} must be a number, got {_short(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{path} must be a string, got {value!r}")
+            raise ConfigError(f"{path} must be a string, got {_short(value)}")
         meta = f.metadata if f is not None else {}
         choices = meta.get("choices")
         if choices and value not in choices and not meta.get("open_ended"):
-            raise ConfigError(f"{path} must be one of {list(choices)}, got {value!r}")
+            raise ConfigError(f"{path} must be one of {list(choices)}, got {_short(value)}")
         return value
     return value
+
+
+def _did_you_mean(name: Any, known: Any) -> str:
+    """``" (did you mean 'x'?)"`` for the closest known name, or ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to one short line for a message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _positive(value: float, path: str) -> None:
-    if not value > 0:
-        raise ConfigError(f"{path} must be > 0, got {value!r}")
+    if not value > 0 or (isinstance(value, float) and not math.isfinite(value)):
+        raise ConfigError(f"{path} must be > 0 (and finite), got {value!r}")
 
 
 def _in_range(value: float, path: str, lo: float, hi: float) -> None:

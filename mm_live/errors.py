@@ -2,7 +2,8 @@
 
 Every bad input a user can give (missing or corrupt file, malformed line, bad config value, wrong
 checkpoint) raises :class:`MMLiveError` with a one-line message that names the thing and the fix.
-The CLI prints it as ``mm-live: error: ...`` and exits with code 2, without a traceback.
+The CLI prints it as ``mm-live: error: ...`` and exits with code 2, without a traceback; anything
+else that escapes a command is a bug, reported in one line with a crash log (docs/errors.md).
 """
 
 from __future__ import annotations
@@ -36,3 +37,7 @@ class DataError(MMLiveError):
 
 class CheckpointError(MMLiveError):
     """A checkpoint that is missing, incomplete, or made for another model."""
+
+
+class OutputError(MMLiveError):
+    """An output path that cannot be written (a file where a folder is needed, no permission)."""

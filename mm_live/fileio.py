@@ -119,3 +119,32 @@ def existing_dir(path: str | os.PathLike) -> Path:
     if not path.exists() and _aside(path).is_dir():
         return _aside(path)
     return path
+
+
+def check_output(path: str | os.PathLike, *, kind: str = "dir", flag: str = "--out") -> Path:
+    """Refuse, before any work, an output path that cannot be written; return it as a Path.
+
+    ``kind="dir"``: a folder that is created (or replaced); ``"file"``: a file. Whether the folder
+    it goes in can be written is found out by creating (and at once deleting) a temporary file in the
+    nearest existing ancestor: permission bits say nothing to root, read-only mounts or sysfs.
+    Raises :class:`~mm_live.errors.OutputError` naming the path (as ``flag``) and the fix.
+    """
+    from mm_live.errors import OutputError
+
+    path = Path(path)
+    if kind == "dir" and path.exists() and not path.is_dir():
+        raise OutputError(f"{flag} {path} is a file, not a directory: pass a folder path (or move the file away)")
+    if kind == "file" and path.is_dir():
+        raise OutputError(f"{flag} {path} is a directory: pass a file path such as {path / 'out.json'}")
+    where = path if kind == "dir" and path.is_dir() else path.parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if not where.is_dir():
+        raise OutputError(f"{flag} {path}: {where} is a file, not a directory; choose another {flag}")
+    try:
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{flag} {path} cannot be written ({exc.strerror or type(exc).__name__} in {where}); "
+                          f"choose a {flag} you can write to") from None
+    return path

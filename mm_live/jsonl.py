@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 from pathlib import Path
 from typing import IO, Iterator
@@ -99,6 +100,24 @@ def iter_lines(path: str | Path, what: str, *, error: type[MMLiveError] = DataEr
                 skip_or_raise(path, line, problem, SAVE_AS_UTF8, error=error, skipped=skipped, hint=hint)
 
 
+def read_text(path: str | Path, what: str, *, error: type[MMLiveError] = DataError) -> str:
+    """The whole file as text (UTF-8, an optional byte-order mark dropped); a file that is not UTF-8
+    raises ``error`` naming the line and byte offset of the first bad byte."""
+    path = check_file(path, what, error=error)
+    with _open(path, error=error, mode="rb") as fh:
+        raw = fh.read()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise _not_utf8(path, io.BytesIO(raw), error) from None
+
+
+def _not_utf8(path: Path, fh: IO[bytes], error: type[MMLiveError]) -> MMLiveError:
+    """``error`` naming the line and byte offset of the first byte of ``fh`` that is not UTF-8."""
+    line, problem = next(((n, p) for n, _, p in _utf8_lines(fh) if p), (None, "is not UTF-8 text"))
+    return line_error(path, line, problem, SAVE_AS_UTF8, error=error)
+
+
 def _json_type(value: object) -> str:
     return {list: "an array", str: "a string", bool: "true/false", type(None): "null"}.get(type(value), "a number")
 
@@ -144,8 +163,7 @@ def open_text(path: str | Path, what: str, *, error: type[MMLiveError] = DataErr
             yield fh
         except UnicodeDecodeError:
             with open(path, "rb") as raw:
-                line, problem = next(((n, p) for n, _, p in _utf8_lines(raw) if p), (None, "is not UTF-8 text"))
-            raise line_error(path, line, problem, SAVE_AS_UTF8, error=error) from None
+                raise _not_utf8(path, raw, error) from None
 
 
 def iter_csv(fh: IO[str], path: str | Path, *, error: type[MMLiveError] = DataError) -> Iterator[tuple[int, list[str]]]:
