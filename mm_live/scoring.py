@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ import torch
 from mm_live.comments import Comment, read_comments
 from mm_live.config import Config
 from mm_live.errors import MediaError
-from mm_live.media import ClipInfo, iter_clip, probe
+from mm_live.media import Clip, ClipInfo, iter_clip, probe
 from mm_live.streams import clip_kwargs, comment_bags
 
 
@@ -51,19 +51,22 @@ class EncodedClip:
 
 def encode_clip(source: ClipSource, cfg: Config, encoder: Any, step_fn: Callable[[Any], Any], *,
                 window_steps: int = 300, encode_batch: int = 32, device: torch.device | str = "cpu",
-                streamer: torch.Tensor | None = None) -> EncodedClip:
+                streamer: torch.Tensor | None = None, windows: Iterable[Clip] | None = None) -> EncodedClip:
     """Run ``step_fn(inputs)`` on every ``encode_batch`` prepared steps of the clip, under inference mode.
 
     ``encoder`` is a :class:`~mm_live.multimodal.MultimodalEncoder` (its ``prepare``); ``streamer``
-    is an optional ``[streamer_dim]`` embedding attached to every step. Raises MediaError when the
-    clip is shorter than one step.
+    is an optional ``[streamer_dim]`` embedding attached to every step. ``windows``: the clip's
+    decoded steps when the caller decodes them itself (highlight scoring reads them with
+    :func:`mm_live.live_source.clip_windows`, as ``watch`` does); default :func:`~mm_live.media.iter_clip`.
+    Raises MediaError when the clip is shorter than one step.
     """
     timings = {"decode": 0.0, "prepare": 0.0, "model": 0.0}
     outputs: list[Any] = []
     starts: list[np.ndarray] = []
     t0 = time.perf_counter()
     with torch.inference_mode():
-        for part in iter_clip(source.path, window_steps=window_steps, **clip_kwargs(cfg)):
+        parts = windows if windows is not None else iter_clip(source.path, window_steps=window_steps, **clip_kwargs(cfg))
+        for part in parts:
             t1 = time.perf_counter()
             s = None if streamer is None else streamer.expand(part.num_steps, -1)
             inputs = encoder.prepare(part, comment_bags(source.comments, part, cfg), s)

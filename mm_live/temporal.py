@@ -99,13 +99,26 @@ class CausalTemporalTransformer(nn.Module):
         """
         rf = self.receptive_field
         full = None if rf is None else rf - 1
-        ctx = full if context is None else (context if full is None else min(context, full))
+        ctx = self.stream_context(context)
         t = x.shape[0]
         if ctx is None or (t <= window and (t - 1 <= ctx or (full is not None and full <= ctx))):
             return self.forward(x[None])[0]
         outs = []
         for a in range(0, x.shape[0], window):
             b = min(a + window, x.shape[0])
-            c = max(0, a - ctx)
+            c = self.stream_start(a, window, context)
             outs.append(self.forward(x[None, c:b])[0, a - c :])
         return torch.cat(outs)
+
+    def stream_context(self, context: int | None) -> int | None:
+        """The past steps a :meth:`stream` chunk carries: ``context`` capped at the receptive field."""
+        rf = self.receptive_field
+        full = None if rf is None else rf - 1
+        return full if context is None else (context if full is None else min(context, full))
+
+    def stream_start(self, t: int, window: int, context: int | None) -> int:
+        """First input step :meth:`stream` lets output step ``t`` see (its chunk's start minus the
+        context). Causality makes ``forward(x[stream_start(t):t + 1])[-1]`` equal ``stream(x)[t]``,
+        which is how a live stream is scored one step at a time (:mod:`mm_live.live_head`)."""
+        ctx = self.stream_context(context)
+        return 0 if ctx is None else max(0, (t // window) * window - ctx)
