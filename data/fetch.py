@@ -369,13 +369,18 @@ def fetch(dataset: str, out: str | Path, *, features: bool = False, allow_unveri
             files.append(final)
             continue
         target = out / src.name
-        if not src.unpack_to and target.is_file() and known and _sha256_file(target)[0] == known:
+        # A file at its final name is complete (downloads grow as .part): ours, or put there by hand.
+        have = _sha256_file(target)[0] if target.is_file() else None
+        if have is not None and not src.unpack_to and have == known:
             skipped.append(src.name)
             files.append(target)
             continue
         url = source_url(src, mirror)
-        digest = download(url, target, sha256=src.sha256, size=src.size, retries=retries, timeout=timeout,
-                          progress=progress)
+        if have is not None and (src.sha256 is None or have == src.sha256):
+            digest = have
+        else:
+            digest = download(url, target, sha256=src.sha256, size=src.size, retries=retries, timeout=timeout,
+                              progress=progress)
         if src.sha256 is None:
             echo(f"UNVERIFIED {src.name}: no published checksum; received sha256 {digest}")
         if src.unpack_to:

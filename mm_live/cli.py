@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Download the files of DATASET listed in mm_live/data/fetch.py (URL, sha256, licence, source) "
         "into --out: resumable (.part + HTTP Range), sha256 checked before the rename, archives unpacked, "
         "LICENCE.txt written. MM_LIVE_FETCH_MIRROR=<url> fetches <url>/<dataset>/<file> instead.")
-    d.add_argument("dataset", choices=["qvhighlights", "tvsum", "youtube_highlights", "kuailive"])
+    d.add_argument("dataset", choices=["qvhighlights", "tvsum", "youtube_highlights", "kuailive", "klive"])
     d.add_argument("--out", required=True, type=Path, help="output directory (created)")
     d.add_argument("--features", action="store_true", help="also fetch the authors' precomputed features (GBs)")
     d.add_argument("--allow-unverified", action="store_true",

@@ -140,6 +140,14 @@ def test_fetch_downloads_verifies_unpacks_and_writes_the_licence(tmp_path):
         fetch("toy", tmp_path / "ann_only", mirror=srv.url, table=_table(), progress=False, echo=lines.append)
         assert sorted(p.name for p in (tmp_path / "ann_only").iterdir()) == ["FETCHED.json", "LICENCE.txt",
                                                                             "toy_val_release.jsonl"]
+        # an archive put in place by hand (e.g. from a browser) is checked and used, not downloaded
+        (tmp_path / "hand").mkdir()
+        (tmp_path / "hand" / "toy_features.tar.gz").write_bytes(TGZ)
+        n = len(srv.log)
+        fetch("toy", tmp_path / "hand", features=True, mirror=srv.url, table=_table(), progress=False,
+              echo=lines.append)
+        assert "/toy/toy_features.tar.gz" not in [p for p, _ in srv.log[n:]] and len(srv.log) == n + 2
+        assert (tmp_path / "hand" / "features" / "feats" / "v1.npy").is_file()
 
 
 def test_a_dropped_connection_is_resumed_with_a_range_request(tmp_path):
@@ -211,3 +219,9 @@ def test_table_checksums_match_the_shared_copies(real_data):
     for name, folder in copies.items():
         data = (real_data / folder / name).read_bytes()
         assert (_sha(data), len(data)) == (rows[name].sha256, rows[name].size), name
+
+
+def test_klive_is_not_fetched_and_says_where_to_get_it(tmp_path, capsys):
+    assert main(["data", "fetch", "klive", "--out", str(tmp_path / "k")]) == 2
+    err = capsys.readouterr().err
+    assert "states no licence" in err and "by hand" in err and not (tmp_path / "k").exists()
