@@ -8,7 +8,8 @@ evaluator as any Moment-DETR-style prediction file (:func:`mm_live.data.evaluate
   share its scores: the highlight model does not read the query), and the step scores are mapped
   back onto the dataset's units where they differ (YouTube Highlights' windows);
 - feature route (run trained with ``--dataset --features``): each video's feature file through the
-  model in one pass.
+  model in one pass; features written by ``mm-live data features`` carry their step length, so
+  YouTube Highlights' windows get their scores the same way as on the clip route.
 
 Annotated units without a video / feature file are left out; the evaluation then runs on the
 annotation lines that were predicted (written to ``annotations_subset.jsonl``) and says so.
@@ -26,7 +27,7 @@ import torch
 
 from mm_live import runs
 from mm_live.data.evaluate import EvalResult, evaluate
-from mm_live.data.public_manifest import DATASETS, read_public, steps_to_units
+from mm_live.data.public_manifest import DATASETS, read_public, steps_to_units, unit_spans
 from mm_live.data.records import HighlightRecord
 from mm_live.errors import ConfigError, DataError
 from mm_live.fileio import atomic_open, write_json
@@ -76,6 +77,7 @@ def _feature_predictions(model: Any, records: list[HighlightRecord], features: P
     dev = next(model.parameters()).device
     names = {p.name for p in features.iterdir()}
     cache: dict[str, np.ndarray] = {}
+    steps: dict[str, float | None] = {}
     preds = {}
     with eval_mode(model), torch.inference_mode():
         for r in tqdm(records, desc="score videos", unit="video", disable=not progress):
@@ -84,14 +86,26 @@ def _feature_predictions(model: Any, records: list[HighlightRecord], features: P
                 continue
             if r.video_id not in cache:
                 video = torch.from_numpy(load_features(features / hit))[None].to(dev)  # [1, T, d]
+                steps[r.video_id] = _step_seconds(features / hit)
                 t = video.shape[1]
                 f = model.steps(video, torch.zeros(1, t, 1, device=dev), torch.zeros(1, t, dtype=torch.bool, device=dev))
                 streamer = torch.tensor([hash_id(None, model.cfg.highlight.n_streamers)], device=dev)
                 logits = model.forward_steps(f, torch.tensor([t], device=dev), streamer).logits
                 cache[r.video_id] = torch.sigmoid(logits[0]).float().cpu().numpy()
+            scores, units, step = cache[r.video_id], unit_spans(r), steps[r.video_id]
+            if units is not None and step is not None:  # YouTube Highlights' windows from our 5/3 s steps
+                scores = steps_to_units(units, scores, step)
             preds[r.id] = {"qid": r.extra.get("qid", r.id), "vid": r.video_id,
-                           "pred_saliency_scores": np.round(cache[r.video_id], 6).tolist()}
+                           "pred_saliency_scores": np.round(scores, 6).tolist()}
     return preds
+
+
+def _step_seconds(path: Path) -> float | None:
+    """The step length ``mm-live data features`` stores in its .npz files (None for other files)."""
+    if path.suffix != ".npz":
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        return float(data["step_seconds"]) if "step_seconds" in data.files else None
 
 
 def _subset_annotations(dataset: str, annotations: Path, records: list[HighlightRecord], keep: set[str],

@@ -53,14 +53,23 @@ def test_features_are_written_per_video_and_resume(folder, tmp_path):
     assert not list(out.glob(".*tmp*"))
 
 
-def test_feature_route_trains_on_extracted_features_and_evaluates(folder, tmp_path, capsys):
-    feats, run = tmp_path / "feats", tmp_path / "run"
+@pytest.fixture(scope="module")
+def tv_run(folder, tmp_path_factory):
+    """Features of the two videos at TVSum's 2 s steps (CLI) and a feature-route run trained on them (CLI)."""
+    root = tmp_path_factory.mktemp("tvrun")
+    feats, run = root / "feats", root / "run"
     assert main(["data", "features", "--videos", str(folder / "videos"), "--out", str(feats), "--config",
                  str(folder / "tiny.json"), "--dataset", "tvsum"]) == 0
-    assert "wrote 2 feature files" in capsys.readouterr().out
+    assert main(["train", "highlight", "--dataset", "tvsum", "--data", str(folder / "tvsum_val_release.jsonl"),
+                 "--features", str(feats), "--out", str(run), "--config", str(folder / "tiny.json"),
+                 "--epochs", "2"]) == 0
+    return feats, run
+
+
+def test_feature_route_trains_on_extracted_features_and_evaluates(folder, tv_run, tmp_path, capsys):
+    feats, run = tv_run
     ann = folder / "tvsum_val_release.jsonl"
-    assert main(["train", "highlight", "--dataset", "tvsum", "--data", str(ann), "--features", str(feats),
-                 "--out", str(run), "--config", str(folder / "tiny.json"), "--epochs", "2"]) == 0
+    assert json.loads((feats / "features.json").read_text())["dim"] == 16
     cfg = json.loads((run / "best" / "config.json").read_text())
     assert cfg["task"]["route"] == "features" and cfg["task"]["feature_dims"] == [16, 0]
     capsys.readouterr()
@@ -76,3 +85,25 @@ def test_feature_route_trains_on_extracted_features_and_evaluates(folder, tmp_pa
     assert main(["data", "features", "--checkpoint", str(run), "--videos", str(folder / "videos"),
                  "--out", str(tmp_path / "f2")]) == 2
     assert "no video encoders" in capsys.readouterr().err
+
+
+def test_feature_route_eval_maps_steps_onto_youtube_windows(folder, tv_run, tmp_path, capsys):
+    """A 25 fps YouTube Highlights video: 7 windows of 100 frames every 50 (2 s hop) but 9 steps of
+    5/3 s; the predictions come per window, as the annotations."""
+    feats = tmp_path / "feats_yt"
+    extract_features(folder / "videos", feats, config=folder / "tiny.json", dataset="youtube_highlights",
+                     progress=False)
+    assert load_features(feats / "vidA.npz").shape[0] == 9  # 16 s / (5/3 s)
+    clips = [[50.0 * i, 50.0 * i + 100] for i in range(7)]
+    match = [-1, 1, 1, -1, -1, 1, -1]
+    ann = tmp_path / "youtube_highlight_val_release.jsonl"
+    ann.write_text(json.dumps({"qid": "vidA", "vid": "vidA", "query": "dog", "domain": "dog", "duration": 16.0,
+                               "fps": 25.0, "frames": 400.0, "clip": clips, "match": match,
+                               "label": [[int(m > 0)] for m in match]}) + "\n")
+    run = tv_run[1]  # trained on 16-d features like these; the step length only matters to the mapping
+    assert main(["eval", "--dataset", "youtube_highlights", "--checkpoint", str(run), "--features", str(feats),
+                 "--annotations", str(ann), "--out-dir", str(tmp_path / "ev")]) == 0
+    preds = [json.loads(x) for x in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()]
+    assert [len(p["pred_saliency_scores"]) for p in preds] == [7]
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["n"] == 1 and "evaluated on 1 of 1" not in " ".join(metrics["notes"])
