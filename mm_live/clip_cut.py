@@ -16,6 +16,8 @@ from mm_live.errors import MediaError
 from mm_live.fileio import atomic_path
 from mm_live.live_source import ByteFeed
 
+_SEEK_MARGIN_SECONDS = 20.0  # longer than any GOP a live encoder uses
+
 
 def cut_clip(source: str | os.PathLike, start: float, end: float, out: str | os.PathLike, *, lead_in: float = 0.0) -> Path:
     """Write ``[keyframe <= start - lead_in, end)`` of the local file or ``.m3u8`` ``source`` to ``out`` (mp4)."""
@@ -30,7 +32,10 @@ def cut_clip(source: str | os.PathLike, start: float, end: float, out: str | os.
         video = streams[0]
         if feed is None:
             try:
-                inp.seek(int(t0 / video.time_base), stream=video, backward=True, any_frame=False)
+                # MPEG-TS seeks by byte estimate and can land past the key frame asked for: seek well before
+                # it; the loop below keeps the last key frame at or before t0
+                inp.seek(int(max(0.0, t0 - _SEEK_MARGIN_SECONDS) / video.time_base), stream=video, backward=True,
+                         any_frame=False)
             except av.FFmpegError:
                 pass  # not seekable: demux from the start
         kept: list[av.Packet] = []

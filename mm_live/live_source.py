@@ -75,11 +75,13 @@ class ByteFeed(io.RawIOBase):
         return True
 
     def _identity(self):
+        """The file's identity (a recorder that replaces it starts a new file); a playlist: its existence
+        (HLS writers replace the playlist file on every update)."""
         try:
             st = os.stat(self.path)
         except OSError:
             return None
-        return st.st_ino, st.st_dev
+        return True if self.hls else (st.st_ino, st.st_dev)
 
     def readinto(self, buf) -> int:
         n = len(buf)
@@ -122,17 +124,17 @@ class ByteFeed(io.RawIOBase):
             lines = self.path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError):
             return b""
-        seq, init, entries = 0, None, []
+        seq, init, entries, endlist = 0, None, [], False
         for line in (raw.strip() for raw in lines):
             if line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
                 seq = int(line.split(":", 1)[1])
             elif line.startswith("#EXT-X-MAP:") and 'URI="' in line:
                 init = line.split('URI="', 1)[1].split('"', 1)[0]
             elif line.startswith("#EXT-X-ENDLIST"):
-                self._ended = True
+                endlist = True
             elif line and not line.startswith("#"):
                 entries.append(line)
-        self._ended = self._ended and all(seq + i in self._fed for i in range(len(entries) - 1))
+        self._ended = endlist and all(seq + i in self._fed for i in range(len(entries)))
         parts = []
         if init is not None and not self._init_fed:
             parts.append(self._segment_bytes(init))
