@@ -36,6 +36,7 @@ LOG_GLOB = "*_test_score_infer_output.log"
 # Non-tab row: three scalars then two bracketed lists, separated by commas and/or whitespace.
 _ROW = re.compile(r"^\s*([^\s,\[\]]+)[\s,]+([^\s,\[\]]+)[\s,]+([^\s,\[\]]+)[\s,]+(\[[^\]]*\])[\s,]+(\[[^\]]*\])\s*$")
 _SEP = re.compile(r"[\s,]+")
+_F32_MAX = float(np.finfo(np.float32).max)  # labels and features are stored as float32
 
 
 def _int(text: str, path: Path, line: int, name: str) -> int:
@@ -53,8 +54,8 @@ def _float(text: str, path: Path, line: int, name: str) -> float:
         value = float(text)
     except ValueError:
         raise bad(path, line, name, f"must be a number, got {text!r}") from None
-    if not np.isfinite(value):
-        raise bad(path, line, name, f"must be finite, got {text!r}")
+    if not abs(value) <= _F32_MAX:
+        raise bad(path, line, name, f"must be a finite float32 value, got {text[:40]!r}")
     return value
 
 
@@ -72,8 +73,8 @@ def _vector(text: str, path: Path, line: int, name: str) -> np.ndarray:
             out[i] = float(item)
         except ValueError:
             raise bad(path, line, name, f"item {i} is not a number: {item!r}") from None
-    if not np.isfinite(out).all():
-        raise bad(path, line, name, "holds NaN or infinite values")
+    if not (np.abs(out) <= _F32_MAX).all():  # features are kept as float32
+        raise bad(path, line, name, "holds NaN, infinite or out-of-float32-range values")
     return out
 
 

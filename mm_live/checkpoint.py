@@ -100,13 +100,18 @@ def _load_state(path: Path) -> dict[str, Any]:
     """The trainer state, loaded with ``weights_only=True``: torch's restricted unpickler builds only
     tensors and plain containers, so a crafted file cannot run code; it is refused instead."""
     import pickle
+    import re
+    import warnings
 
     try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files: one line only
+            warnings.simplefilter("ignore")
+            state = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
-        detail = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
-        raise CheckpointError(f"{path} holds Python objects that safe loading refuses ({detail[:120] or 'not tensors'}); "
-                              "it was not written by mm-live: drop --resume to start again, or restore the file") from None
+        called = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        detail = f"it would call {called.group(1)}" if called else "not only tensors"
+        raise CheckpointError(f"{path} holds Python objects that safe loading refuses ({detail}); it was not written "
+                              "by mm-live: drop --resume to start again, or restore the file") from None
     except (RuntimeError, EOFError, ValueError, OSError) as exc:
         raise CheckpointError(f"{path} is corrupt ({str(exc).splitlines()[0][:120]}); it cannot resume: drop --resume "
                               "to start again, or restore the file") from None
