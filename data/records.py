@@ -64,7 +64,7 @@ def bad(path: Path | str, line: int | None, field_name: str | None, problem: str
 def get(obj: dict, key: str, path: Path, line: int) -> Any:
     """``obj[key]``, or a DataError naming the missing field."""
     if key not in obj:
-        raise bad(path, line, key, "is missing")
+        raise bad(path, line, key, "is missing; add it to the line (formats: docs/datasets.md)")
     return obj[key]
 
 

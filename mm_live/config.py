@@ -512,8 +512,10 @@ def _short(value: Any) -> str:
 
 
 def _positive(value: float, path: str) -> None:
-    if not value > 0 or (isinstance(value, float) and not math.isfinite(value)):
-        raise ConfigError(f"{path} must be > 0 (and finite), got {value!r}")
+    if not value > 0:
+        raise ConfigError(f"{path} must be > 0, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path} must be a finite number, got {value!r}")
 
 
 def _in_range(value: float, path: str, lo: float, hi: float) -> None:

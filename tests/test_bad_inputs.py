@@ -378,6 +378,13 @@ def case_checkpoint_features_route_cannot_score(inp, tmp):
 
 
 @case
+def case_export_index_with_a_features_run(inp, tmp):
+    out = tmp / "index"
+    return Bad(["export-index", "--checkpoint", str(inp.feature_run), "--data", str(inp.clip.parent), "--out", str(out),
+                "--device", "cpu"], [str(inp.feature_run)], "clip-route", out)
+
+
+@case
 def case_trainer_state_corrupt(inp, tmp):
     run = _copy_run(inp, tmp)
     _write(run / "last" / "trainer_state.pt", b"PK\x03\x04 this is no longer a torch file")
@@ -575,6 +582,8 @@ def _leftovers(out: Path) -> list[Path]:
 OPEN = {
     "kuailive_corrupt_titles": "pipelines/em3.py title_dim reads the .npy header with a bare np.load (a traceback); "
                                "use mm_live.data.sources.array_shape",
+    "export_index_with_a_features_run": "an AttributeError (exit 1): export/embed_clip never check the run's route; "
+                                        "mm_live/export.py or pipelines/highlight.py embed_clip must refuse a features run",
     "clip_zero_seconds": "mm_live/scoring.py encode_clip: 'shorter than one step ... nothing to score' gives no fix",
     "clip_corrupted_in_the_middle": "mm_live/live_source.py: 'the stream could not be decoded' gives no fix "
                                     "(re-download or re-export the clip)",
