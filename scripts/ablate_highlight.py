@@ -1,28 +1,37 @@
-"""Does each highlight component earn its place? Full model vs three ablations, over several seeds.
+"""Does each highlight component earn its place, and does the model beat the simple tricks?
 
-Variants (DESIGN.md / issue #5):
-  full          pointwise + border-aware pairwise + first-order terms, soft-DTW alignment loss, re-alignment
-  no_align      (a) without the alignment loss and the comment re-alignment
-  pointwise     (b) pointwise loss only (no border-aware pairwise, no first-order term)
-  frames_only   (c) the model sees frames only (audio and comments masked)
+On the HARD synthetic generator (``mm-live data synth --difficulty hard``): each event carries its cue
+in a subset of modalities (seen + heard + commented; heard off-screen + commented; only commented)
+and distractors mimic one modality without a CTR rise (the visual event nobody reacts to, a roar over
+a dull scene, a spam flood); reactions lag 1-8 s; comment text is realistic (data/chat.py).
 
-Data: held-out synthetic streams whose comment bursts lag their event by 1-5 s (``data synth``;
-every 4th stream is held out). For each seed the data and the training seed change together.
-Affordability: the backbones are frozen (LoRA off) and their tokens cached, so each run trains the
-Fusion-Q-Former, the text/frame projections and the temporal head only; the LoRA path is what
-``make demo`` exercises.
+Rows, in one table:
+  full          pointwise + border-aware pairwise + first-order terms, soft-DTW alignment, re-alignment
+  no_align      without the alignment loss and the comment re-alignment
+  pointwise     pointwise loss only (no border-aware pairwise, no first-order term)
+  frames_only   the model sees frames only
+  frames_audio  the model sees frames and audio (no comments)
+  comment_density / audio_rms / visual_change / random   the baselines of mm_live/baselines.py
 
-Metrics on the held-out streams: AUC (highlight step vs not), Kendall tau against the CTR labels
-(mean over streams), top-5 mAP (highlight steps as positives). Prints mean ± std per variant and
-the difference to the full model; writes ``bench/ablate_highlight.json`` and ``docs/ablation.png``.
+Metrics on the held-out streams (every 4th stream, never trained on): AUC (highlight step vs not,
+pooled), Kendall τ vs the CTR labels (mean per stream), top-5 mAP; the same per event type (a
+highlight type against background + distractors, the other highlight types left out; a distractor
+type: AUC of all highlight steps against its steps). Model and baselines go through the same
+:func:`mm_live.baselines.highlight_metrics` (checked equal to the pipeline's ``evaluate``).
 
-    python scripts/ablate_highlight.py [--seeds 3] [--streams 16] [--seconds 30] [--epochs 8]
+Routes: ``frozen`` — backbones frozen, tokens cached, each run trains the Fusion-Q-Former,
+projections and temporal head (``--seeds`` seeds; each seed changes data and training seed);
+``lora`` — frame and comment encoders adapted with LoRA end to end (``--lora-seeds``, fewer: each
+run costs ~10x). Writes ``bench/ablate_highlight.json`` and ``docs/ablation.png``.
+
+    python scripts/ablate_highlight.py --seeds 3 --lora-seeds 1 --workdir /tmp/abl
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -34,80 +43,187 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
+from mm_live.baselines import BASELINES, baseline_scores, event_masks, event_metrics, highlight_metrics  # noqa: E402
 from mm_live.config import Config  # noqa: E402
-from mm_live.data.synthetic import SynthConfig, synthesize  # noqa: E402
-from mm_live.fileio import atomic_path, write_json  # noqa: E402
+from mm_live.data.manifest import read_manifest  # noqa: E402
+from mm_live.data.synthetic import HARD_TYPES, SynthConfig, synthesize  # noqa: E402
 from mm_live.data.windows import window_datasets  # noqa: E402
-from mm_live.pipelines.highlight import evaluate, load_model, train  # noqa: E402
+from mm_live.fileio import atomic_path, write_json  # noqa: E402
+from mm_live.pipelines.highlight import evaluate, load_model, predict_streams, train  # noqa: E402
+from mm_live.scoring import ClipSource  # noqa: E402
+from mm_live.streams import highlight_steps, split_records  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("auc", "kendall_tau", "top5_map")
+RISING = tuple(k for k, v in HARD_TYPES.items() if v.rises)
+DISTRACTORS = tuple(k for k, v in HARD_TYPES.items() if not v.rises)
 VARIANTS = {
     "full": dict(),
     "no_align": dict(alignment=False),
     "pointwise": dict(overrides={"highlight.alpha_bap": 0.0, "highlight.beta_diff": 0.0}),
     "frames_only": dict(modalities=("frame",)),
+    "frames_audio": dict(modalities=("frame", "audio")),
 }
 
 
-def base_config(epochs: int, cache_dir: str) -> Config:
-    frozen = {"lora": {"enabled": False}}
+def base_config(route: str, epochs: int, cache_dir: str) -> Config:
+    """The ablation's model: small fusion/temporal sizes; DTW band 8 steps (the generator's longest lag)."""
+    lora = {"lora": {"enabled": route == "lora"}}
     return Config.from_dict({
-        "encoders": {"frame": frozen, "audio": {"backbone": "mel-transformer"},
-                     "comment": {**frozen, "max_comments_per_step": 8}, "cache_dir": cache_dir},
+        "media": {"max_comment_lag": 8},
+        "encoders": {"frame": lora, "audio": {"backbone": "mel-transformer"}, "comment": {**lora, "max_comments_per_step": 8},
+                     "cache_dir": cache_dir},
         "fusion": {"d": 128, "n_queries": 8, "n_heads": 4, "d_emb": 64},
-        "highlight": {"d_model": 64, "n_heads": 4, "lookback_steps": 32},
-        "train": {"epochs": epochs, "batch_size": 3, "lr": 1e-3, "warmup_steps": 3, "eval_every": 1000},
+        "highlight": {"d_model": 64, "n_heads": 4, "lookback_steps": 32, "window_steps": 32},
+        "train": {"epochs": epochs, "batch_size": 4, "lr": 1e-3, "warmup_steps": 5, "eval_every": 100000},
     })
+
+
+def held_out(manifest: Path) -> list[dict]:
+    """Per held-out stream: record, labels [T], positives [T], event masks {type: [T]}."""
+    _, test = split_records(read_manifest(manifest))
+    out = []
+    for rec in test:
+        truth = json.loads((manifest.parent / rec.extra["truth"]).read_text(encoding="utf-8"))
+        labels = np.asarray(rec.labels, np.float64)
+        out.append({"rec": rec, "labels": labels, "positives": highlight_steps(labels, rec.extra.get("highlights"), rec.step_seconds),
+                    "masks": event_masks(truth["events"], len(labels), rec.step_seconds)})
+    return out
+
+
+def measure(scores: list[np.ndarray], streams: list[dict]) -> dict:
+    """Overall and per-event-type metrics of per-stream scores (each cut to the stream's labelled steps)."""
+    n = [min(len(s), len(h["labels"])) for s, h in zip(scores, streams)]
+    s = [x[:k] for x, k in zip(scores, n)]
+    y = [h["labels"][:k] for h, k in zip(streams, n)]
+    q = [h["positives"][:k] for h, k in zip(streams, n)]
+    m = [{t: v[:k] for t, v in h["masks"].items()} for h, k in zip(streams, n)]
+    return {**highlight_metrics(s, y, q), "per_type": event_metrics(s, y, q, m, RISING, DISTRACTORS)}
+
+
+def run_model(name: str, spec: dict, route: str, seed: int, data: Path, streams: list[dict], args, work: Path,
+              check: bool) -> dict:
+    cfg = base_config(route, args.epochs if route == "frozen" else args.lora_epochs, str(work / f"token-cache-{seed}"))
+    cfg = cfg.replace(**{"train.seed": seed, **spec.get("overrides", {})})
+    out = work / f"run-{route}-{name}-{seed}"
+    t0 = time.perf_counter()
+    train(data / "manifest.jsonl", out, config=cfg, progress=False, modalities=spec.get("modalities"),
+          alignment=spec.get("alignment"))
+    train_s = time.perf_counter() - t0
+    # the LAST checkpoint: picking "best" on the held-out streams would tune on the test set
+    model = load_model(out / "last")
+    _, held = window_datasets(data / "manifest.jsonl", model.cfg, model.steps.encoder, progress=False)
+    device = next(model.parameters()).device
+    preds = predict_streams(model, held, device)
+    order = {h["rec"].id: i for i, h in enumerate(streams)}
+    scores = [None] * len(streams)
+    for windows, p in preds:
+        scores[order[windows[0].stream_id]] = p.astype(np.float64)
+    m = measure(scores, streams)
+    if check:  # the shared metric code reproduces the pipeline's own evaluation
+        ref = evaluate(model, held, device)
+        for k in METRICS:
+            assert math.isclose(ref[k], m[k], rel_tol=1e-9, abs_tol=1e-12) or (math.isnan(ref[k]) and math.isnan(m[k])), (k, ref, m)
+    m["train_seconds"] = train_s
+    m["seconds"] = time.perf_counter() - t0
+    return m
 
 
 def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="mm-live-ablate-"))
-    results: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+    work.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, dict[str, list[dict]]] = {"frozen": {}, "lora": {}}
+    load = {"start": os.getloadavg()}
     t_start = time.perf_counter()
-    for seed in range(args.seeds):
-        data = work / f"synth-{seed}"
+    chat_text, shares = None, []
+    checked = False
+    for i in range(max(args.seeds, args.lora_seeds)):
+        seed = args.first_seed + i
+        data = work / f"hard-{seed}"
+        synth = SynthConfig.hard(streams=args.streams, seconds=args.seconds, seed=1000 + seed)
         if not (data / "manifest.jsonl").is_file():
-            synthesize(data, SynthConfig(streams=args.streams, seconds=args.seconds, seed=1000 + seed))
-        for name, spec in VARIANTS.items():
-            cfg = base_config(args.epochs, str(work / "token-cache")).replace(**{"train.seed": seed, **spec.get("overrides", {})})
-            t0 = time.perf_counter()
-            out = work / f"run-{name}-{seed}"
-            train(data / "manifest.jsonl", out, config=cfg, progress=False, modalities=spec.get("modalities"),
-                  alignment=spec.get("alignment"))
-            # the LAST checkpoint: picking "best" on the held-out streams would tune on the test set
-            model = load_model(out / "last")
-            _, held = window_datasets(data / "manifest.jsonl", model.cfg, model.steps.encoder, progress=False)
-            m = evaluate(model, held, next(model.parameters()).device)
-            m["seconds"] = time.perf_counter() - t0
-            results[name].append(m)
-            print(f"seed {seed}  {name:12s} " + "  ".join(f"{k} {m[k]:.3f}" for k in METRICS) + f"  ({m['seconds']:.0f} s)",
-                  flush=True)
-    summary = {}
-    for name, rows in results.items():
-        summary[name] = {k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows], ddof=1)) if len(rows) > 1 else 0.0,
-                             "per_seed": [r[k] for r in rows]} for k in METRICS}
-    report = {
-        "benchmark": "highlight ablation on held-out synthetic streams (comments lag 1-5 s)",
+            summary = synthesize(data, synth)
+            print(summary.describe(), flush=True)
+            chat_text, shares = summary.chat_text, shares + summary.distinct_share
+        streams = held_out(data / "manifest.jsonl")
+        # baselines: one decoding pass per held-out stream, the model's media settings
+        bcfg = base_config("frozen", 1, "")
+        per = {b: [] for b in BASELINES}
+        for h in tqdm(streams, desc=f"baselines seed {seed}", unit="stream", disable=not args.progress):
+            sc, _ = baseline_scores(ClipSource.open(h["rec"].clip, h["rec"].comments), bcfg, seed=seed)
+            for b in BASELINES:
+                per[b].append(sc[b])
+        for b in BASELINES:
+            rows["frozen"].setdefault(b, []).append(measure(per[b], streams))
+        routes = [("frozen", VARIANTS)] if i < args.seeds else []
+        if i < args.lora_seeds:
+            routes.append(("lora", {k: VARIANTS[k] for k in args.lora_variants}))
+        for route, variants in routes:
+            for name, spec in variants.items():
+                m = run_model(name, spec, route, seed, data, streams, args, work, check=not checked)
+                checked = True
+                rows[route].setdefault(name, []).append(m)
+                print(f"seed {seed}  {route:6s} {name:13s} " + "  ".join(f"{k} {m[k]:.3f}" for k in METRICS)
+                      + "  " + " ".join(f"{t}:{m['per_type'][t]['auc']:.2f}" for t in RISING + DISTRACTORS)
+                      + f"  ({m['seconds']:.0f} s, load {os.getloadavg()[0]:.1f})", flush=True)
+        for b in BASELINES:
+            m = rows["frozen"][b][-1]
+            print(f"seed {seed}  base   {b:15s} " + "  ".join(f"{k} {m[k]:.3f}" for k in METRICS)
+                  + "  " + " ".join(f"{t}:{m['per_type'][t]['auc']:.2f}" for t in RISING + DISTRACTORS), flush=True)
+    load["end"] = os.getloadavg()
+    summary = {route: {name: summarise(runs) for name, runs in by_name.items()} for route, by_name in rows.items() if by_name}
+    return {
+        "benchmark": "highlight ablation + baselines on held-out HARD synthetic streams",
         "command": "python scripts/ablate_highlight.py " + " ".join(sys.argv[1:]),
-        "seeds": args.seeds, "streams": args.streams, "seconds": args.seconds, "epochs": args.epochs,
-        "held_out": "every 4th stream (split=test)", "backbones": "frozen (LoRA off), tokens cached",
-        "total_seconds": time.perf_counter() - t_start, "results": summary,
+        "seeds": args.seeds, "lora_seeds": args.lora_seeds, "lora_variants": list(args.lora_variants),
+        "streams": args.streams, "seconds": args.seconds, "epochs": args.epochs, "lora_epochs": args.lora_epochs,
+        "generator": "SynthConfig.hard (data synth --difficulty hard), seed 1000 + seed",
+        "chat_text": chat_text, "distinct_comment_share_per_stream": float(np.mean(shares)) if shares else None,
+        "held_out": "every 4th stream (split=test)", "event_types": {"highlights": list(RISING), "distractors": list(DISTRACTORS)},
+        "load_average": load, "total_seconds": time.perf_counter() - t_start, "results": summary,
     }
-    return report
 
 
-def print_table(report: dict) -> None:
-    res = report["results"]
-    head = f"{'variant':12s} " + " ".join(f"{k:>20s}" for k in METRICS) + "   " + " ".join(f"{'Δ ' + k:>14s}" for k in METRICS)
-    print("\n" + head)
-    for name, r in res.items():
-        cells = " ".join(f"{r[k]['mean']:>12.3f} ± {r[k]['std']:.3f}" for k in METRICS)
-        delta = " ".join(f"{r[k]['mean'] - res['full'][k]['mean']:>+14.3f}" for k in METRICS)
-        print(f"{name:12s} {cells}   {delta}")
-    print(f"\n(Δ = variant − full; {report['seeds']} seeds; std is the sample std over seeds)")
+def _stat(values: list[float]) -> dict:
+    v = [x for x in values if not math.isnan(x)]
+    return {"mean": float(np.mean(v)) if v else float("nan"),
+            "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "per_seed": values}
+
+
+def summarise(runs: list[dict]) -> dict:
+    out = {k: _stat([r[k] for r in runs]) for k in METRICS}
+    out["per_type"] = {t: {k: _stat([r["per_type"][t][k] for r in runs]) for k in runs[0]["per_type"][t]}
+                       for t in runs[0]["per_type"]}
+    if "seconds" in runs[0]:
+        out["seconds_per_run"] = float(np.mean([r["seconds"] for r in runs]))
+    return out
+
+
+def _cell(r: dict, ref: dict | None = None) -> str:
+    s = f"{r['mean']:.3f} ± {r['std']:.3f}"
+    return s if ref is None else s + f" ({r['mean'] - ref['mean']:+.3f})"
+
+
+def table(report: dict) -> str:
+    """Markdown tables: overall, then AUC per event type."""
+    lines = []
+    for route, res in report["results"].items():
+        full = res.get("full")
+        lines += [f"\n{route} route ({report['seeds'] if route == 'frozen' else report['lora_seeds']} seeds)\n",
+                  "| variant | AUC | Kendall τ | top-5 mAP |", "|---|---|---|---|"]
+        for name, r in res.items():
+            ref = full if full is not None and name != "full" else None
+            lines.append(f"| {name} | " + " | ".join(_cell(r[k], ref and ref[k]) for k in METRICS) + " |")
+        lines += ["", "| variant | " + " | ".join(f"AUC {t}" for t in RISING + DISTRACTORS) + " | τ " + " | τ ".join(RISING) + " |",
+                  "|---|" + "---|" * (len(RISING) * 2 + len(DISTRACTORS))]
+        for name, r in res.items():
+            pt = r["per_type"]
+            lines.append(f"| {name} | " + " | ".join(_cell(pt[t]["auc"]) for t in RISING + DISTRACTORS) + " | "
+                         + " | ".join(_cell(pt[t]["kendall_tau"]) for t in RISING) + " |")
+    return "\n".join(lines)
 
 
 def plot(report: dict, path: Path) -> None:
@@ -116,18 +232,23 @@ def plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    res = report["results"]
+    res = report["results"]["frozen"]
     names = list(res)
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(11, 3.2), dpi=110)
-    for ax, k in zip(axes, METRICS):
-        means = [res[n][k]["mean"] for n in names]
-        stds = [res[n][k]["std"] for n in names]
-        ax.bar(range(len(names)), means, yerr=stds, capsize=4, color=["#1f5fa8", "#f2a33a", "#7aa95c", "#b85450"])
+    panels = [("overall", k) for k in METRICS] + [(t, "auc") for t in RISING + DISTRACTORS]
+    fig, axes = plt.subplots(3, 3, figsize=(13, 9), dpi=100)
+    colours = ["#1f5fa8" if n in VARIANTS else "#999999" for n in names]
+    for ax, (group, k) in zip(axes.ravel(), panels):
+        get = (lambda n: res[n][k]) if group == "overall" else (lambda n: res[n]["per_type"][group][k])
+        ax.bar(range(len(names)), [get(n)["mean"] for n in names], yerr=[get(n)["std"] for n in names], capsize=3, color=colours)
         for i, n in enumerate(names):
-            ax.scatter([i] * len(res[n][k]["per_seed"]), res[n][k]["per_seed"], color="k", s=8, zorder=3)
-        ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
-        ax.set_title(k, fontsize=10)
-    fig.suptitle(f"highlight ablation, held-out synthetic streams, {report['seeds']} seeds (mean ± std, dots = seeds)", fontsize=9)
+            ax.scatter([i] * len(get(n)["per_seed"]), get(n)["per_seed"], color="k", s=6, zorder=3)
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+        ax.set_title(f"{k} ({group})" if group == "overall" else f"AUC, {group}" + (" (distractor)" if group in DISTRACTORS else ""),
+                     fontsize=9)
+        if k == "auc":
+            ax.axhline(0.5, color="r", lw=0.6, ls="--")
+    fig.suptitle(f"highlight ablation on held-out hard synthetic streams, frozen route, {report['seeds']} seeds "
+                 "(blue = model variants, grey = baselines; mean ± std, dots = seeds)", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -136,20 +257,27 @@ def plot(report: dict, path: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=3, help="frozen-route seeds (data + training)")
+    p.add_argument("--lora-seeds", type=int, default=1, help="LoRA-route seeds (the first ones of --seeds)")
+    p.add_argument("--lora-variants", nargs="+", default=["full", "frames_audio"], choices=list(VARIANTS))
+    p.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed + 1, ...")
     p.add_argument("--streams", type=int, default=16)
-    p.add_argument("--seconds", type=float, default=30.0)
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--lora-epochs", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--workdir", help="reuse synthetic data and token cache here (default: a temp dir)")
+    p.add_argument("--progress", action="store_true")
+    p.add_argument("--workdir", help="reuse synthetic data and token caches here (default: a temp dir)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "ablate_highlight.json")
     p.add_argument("--plot", type=Path, default=REPO / "docs" / "ablation.png")
     args = p.parse_args()
     report = run(args)
-    print_table(report)
+    print(table(report))
+    print(f"\nmean ± sample std over seeds; (Δ) = variant − full; load average start {report['load_average']['start']}, "
+          f"end {report['load_average']['end']}; {report['total_seconds']:.0f} s")
     write_json(args.out, report)
     plot(report, args.plot)
-    print(f"\nwrote {args.out} and {args.plot}")
+    print(f"wrote {args.out} and {args.plot}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,136 @@
+"""Single-cue highlight scorers: the simple tricks a trained model has to beat.
+
+Each gives one score per step of a clip, like the highlight model, from the same readers the model
+uses (:class:`~mm_live.scoring.ClipSource`, :func:`~mm_live.media.iter_clip` with the config's
+sampling, :func:`~mm_live.comments.lookback_bags`), so the evaluation compares like with like:
+
+* ``comment_density`` — comments posted inside the step, ``(end − step_seconds, end]`` (what
+  danmaku-density highlight cutters do);
+* ``audio_rms`` — root mean square of the step's audio samples (loudness; 0 without audio);
+* ``visual_change`` — mean absolute difference between consecutive sampled frames, averaged over
+  the step's frames (each step's first frame is compared with the previous step's last; the clip's
+  very first frame scores 0);
+* ``random`` — uniform noise from ``seed`` (the floor every scorer must clear).
+
+:func:`highlight_metrics` is the held-out evaluation of the highlight task (pooled AUC, mean
+per-stream Kendall τ, mean per-stream top-5 mAP) for any per-step scores, model's or baseline's;
+:func:`event_metrics` breaks it down per planted event type of the hard synthetic generator.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from mm_live.comments import lookback_bags
+from mm_live.config import Config
+from mm_live.errors import ConfigError
+from mm_live.media import iter_clip
+from mm_live.metrics import auc, kendall_tau, trapezoid_ap
+from mm_live.scoring import ClipSource, EncodedClip, ScoreResult, finish_scores
+from mm_live.streams import clip_kwargs
+
+BASELINES = ("comment_density", "audio_rms", "visual_change", "random")
+
+
+def baseline_scores(source: ClipSource, cfg: Config, names: Sequence[str] = BASELINES, *, seed: int = 0,
+                    window_steps: int = 120) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """One decoding pass over the clip -> ({name: scores [T] float64}, step_starts [T] seconds)."""
+    bad = [n for n in names if n not in BASELINES]
+    if bad:
+        raise ConfigError(f"unknown baseline {bad[0]!r}; choose from {', '.join(BASELINES)}")
+    step = cfg.media.step_seconds
+    rms, change, starts = [], [], []
+    prev: torch.Tensor | None = None  # last sampled frame of the previous window [3, H, W]
+    need_frames = "visual_change" in names
+    for part in iter_clip(source.path, window_steps=window_steps, **clip_kwargs(cfg)):
+        starts.append(part.step_starts.numpy())
+        rms.append(part.audio.double().pow(2).mean(dim=1).sqrt().numpy())  # [n]; silent rows are zeros
+        if need_frames:
+            n, f = part.frames.shape[:2]
+            x = part.frames.reshape(n * f, *part.frames.shape[2:]).float()  # [n*F, 3, H, W]
+            first = x[:1] if prev is None else prev[None]
+            diff = (x - torch.cat([first, x[:-1]])).abs().mean(dim=(1, 2, 3))  # [n*F]
+            change.append(diff.reshape(n, f).double().mean(dim=1).numpy())
+            prev = x[-1]
+    step_starts = np.concatenate(starts)
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        if name == "comment_density":
+            bags = lookback_bags(source.comments, step_starts, step, step)
+            out[name] = np.array([len(b) for b in bags], dtype=np.float64)
+        elif name == "audio_rms":
+            out[name] = np.concatenate(rms)
+        elif name == "visual_change":
+            out[name] = np.concatenate(change)
+        else:
+            out[name] = np.random.default_rng(seed).random(len(step_starts))
+    return out, step_starts
+
+
+def score_baseline(name: str, clip: str | Path, cfg: Config, *, comments: str | Path | None = None,
+                   out_dir: str | Path | None = None, top_k: int = 5, seed: int = 0) -> ScoreResult:
+    """Score ``clip`` with baseline ``name`` -> the model's :class:`~mm_live.scoring.ScoreResult` (scores
+    scaled to [0, 1] by the clip's maximum; the embedding is empty), files written as ``mm-live score``."""
+    source = ClipSource.open(clip, comments)
+    scores, starts = baseline_scores(source, cfg, (name,), seed=seed)
+    s = scores[name]
+    s = s / s.max() if s.max() > 0 else s
+    return finish_scores(source, EncodedClip([], starts), s, np.zeros(0, np.float32), step_seconds=cfg.media.step_seconds,
+                         top_k=top_k, out_dir=out_dir, extra={"baseline": name})
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def highlight_metrics(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], positives: Sequence[np.ndarray],
+                      keep: Sequence[np.ndarray] | None = None) -> dict[str, float]:
+    """Per stream: scores [T], ctr labels [T], positives [T] bool (optionally ``keep`` [T] bool: the
+    steps that take part). AUC pooled over streams (positives vs the rest), Kendall τ vs the labels
+    averaged over streams, top-5 mAP (UMT's AP of the 5 best steps) averaged over streams with a
+    positive. The same computation as :func:`mm_live.pipelines.highlight.evaluate`."""
+    if keep is not None:
+        scores = [s[k] for s, k in zip(scores, keep)]
+        labels = [y[k] for y, k in zip(labels, keep)]
+        positives = [q[k] for q, k in zip(positives, keep)]
+    taus = [t for t in (kendall_tau(p, y) for p, y in zip(scores, labels)) if not math.isnan(t)]
+    aps = [float(trapezoid_ap(q[np.argsort(-p, kind="stable")[:5]].astype(float))) for p, q in zip(scores, positives) if q.any()]
+    all_pos, all_s = np.concatenate(positives).astype(float), np.concatenate(scores)
+    return {"auc": auc(all_pos, all_s) if 0 < all_pos.sum() < len(all_pos) else float("nan"),
+            "kendall_tau": float(np.mean(taus)) if taus else float("nan"),
+            "top5_map": float(np.mean(aps)) if aps else float("nan")}
+
+
+def event_masks(events: Sequence[Mapping], n_steps: int, step_seconds: float) -> dict[str, np.ndarray]:
+    """truth.json ``events`` -> {type: [T] bool}: steps whose midpoint lies in one of that type's
+    events (the rule :func:`mm_live.streams.highlight_steps` uses for positives)."""
+    mid = (np.arange(n_steps) + 0.5) * step_seconds
+    out: dict[str, np.ndarray] = {}
+    for e in events:
+        m = (mid >= e["start"]) & (mid < e["end"])
+        out[e["type"]] = out.get(e["type"], np.zeros(n_steps, bool)) | m
+    return out
+
+
+def event_metrics(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], positives: Sequence[np.ndarray],
+                  masks: Sequence[Mapping[str, np.ndarray]], rising: Sequence[str], others: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per event type. A highlight type X: :func:`highlight_metrics` with X's steps as positives and the
+    other highlight types' steps left out (X against background and distractors). A distractor type D:
+    ``auc`` of all highlight steps against D's steps only (1.0 = D never outranks a highlight)."""
+    out: dict[str, dict[str, float]] = {}
+    n = [len(s) for s in scores]
+    for x in rising:
+        mx = [m.get(x, np.zeros(k, bool)) for m, k in zip(masks, n)]
+        keep = [~(q & ~a) for q, a in zip(positives, mx)]
+        out[x] = highlight_metrics(scores, labels, mx, keep)
+    for d in others:
+        md = [m.get(d, np.zeros(k, bool)) for m, k in zip(masks, n)]
+        pos = np.concatenate([s[q] for s, q in zip(scores, positives)])
+        neg = np.concatenate([s[a] for s, a in zip(scores, md)])
+        out[d] = {"auc": auc(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg])
+                  if len(pos) and len(neg) else float("nan")}
+    return out
