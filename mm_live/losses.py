@@ -1,5 +1,6 @@
 """Ranking losses: pointwise BCE/MSE, border-aware pairwise (KuaiHL), first-order difference (ContentCTR),
-and the symmetric in-batch InfoNCE that trains embeddings (highlight clip embedding, EM3's CIC).
+and the in-batch InfoNCE losses that train embeddings (symmetric: EM3's CIC; multi-positive: the
+highlight segment embedding).
 
 Conventions (all functions): the model outputs ``logits [B, T]``; the score on the label's scale is
 ``s = sigmoid(logits)`` (a CTR/LVTR in (0, 1), like the label). Labels ``y [B, T]`` lie in [0, 1] and
@@ -128,6 +129,27 @@ def symmetric_info_nce(a: torch.Tensor, b: torch.Tensor, groups: torch.Tensor | 
         s = s.masked_fill((groups[:, None] == groups[None, :]) & ~eye, float("-inf"))
     target = torch.arange(len(s), device=s.device)
     return 0.5 * (F.cross_entropy(s, target) + F.cross_entropy(s.T, target))
+
+
+def supervised_info_nce(x: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Multi-positive in-batch InfoNCE (SupCon, Khosla et al. 2020) of ``x`` [N, d] under ``labels`` [N].
+
+    ``S = norm(x)·norm(x)ᵀ/τ`` without its diagonal; each row i with at least one other row of its
+    label averages ``-log softmax_j(S_i)`` over those rows (its positives); every other row is a
+    negative. The loss is the mean over such anchors; 0 (attached to the graph) when there are none.
+    """
+    if len(x) < 2:
+        return x.sum() * 0.0
+    x = F.normalize(x, dim=-1)
+    eye = torch.eye(len(x), dtype=torch.bool, device=x.device)
+    logp = F.log_softmax((x @ x.T / temperature).masked_fill(eye, float("-inf")), dim=1)
+    pos = (labels[:, None] == labels[None, :]) & ~eye
+    n_pos = pos.sum(1)
+    anchors = n_pos > 0
+    if not bool(anchors.any()):
+        return x.sum() * 0.0
+    per_row = -logp.masked_fill(~pos, 0.0).sum(1) / n_pos.clamp(min=1)
+    return per_row[anchors].mean()
 
 
 def two_halves_info_nce(hidden: torch.Tensor, lengths: torch.Tensor, embed, groups: torch.Tensor | None = None,

@@ -10,7 +10,9 @@ Two ways to get the codebooks, both here:
   of embeddings with a straight-through estimator and returns a VQ-VAE loss (codebook term plus
   ``commitment`` times the commitment term). Added to a task loss it trains the codebooks and lets
   the embedding adapt to them. Initialise with :meth:`ProductQuantizer.fit` (k-means) first, and
-  call :meth:`ProductQuantizer.restart_unused` every few hundred steps so no codeword is stranded.
+  call :meth:`ProductQuantizer.restart_unused` every few hundred steps so no codeword is stranded;
+  :meth:`ProductQuantizer.train_forward` does all three inside a model's training step (the
+  highlight pipeline's ``quant.learn``), and :func:`learned_codebooks` hands them to the index.
 * **post-hoc** — :meth:`ProductQuantizer.fit` on a run's embeddings after training: faiss's PQ
   k-means per sub-space.
 
@@ -68,6 +70,10 @@ class ProductQuantizer(nn.Module):
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
         # How often each codeword was chosen in training forwards since the last restart_unused().
         self.register_buffer("usage", torch.zeros(m, self.k), persistent=False)
+        # train_forward: optimizer steps taken with fitted codebooks (saved: restarts keep their cadence
+        # on resume), and the embeddings collected for the k-means start (not saved: refilled on resume).
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self._start: list[torch.Tensor] = []
 
     @classmethod
     def from_config(cls, cfg, d: int) -> "ProductQuantizer":
@@ -139,6 +145,26 @@ class ProductQuantizer(nn.Module):
         quantized = flat + (q - flat).detach()
         return PQOutput(quantized.reshape(*lead, self.d), codes.reshape(*lead, self.m), loss)
 
+    def train_forward(self, x: torch.Tensor, *, restart_every: int = 100, start_vectors: int | None = None) -> PQOutput | None:
+        """One training step's use of the quantizer, for a model that learns its codebooks: x [n, d].
+
+        Until ``start_vectors`` (default ``4 * K``) embeddings have been seen it only collects them
+        (detached) and returns None; then it fits the codebooks by k-means on them and from there on
+        returns :meth:`forward`'s output, re-seeding unused codewords from ``x`` every
+        ``restart_every`` calls.
+        """
+        if not bool(self.fitted):
+            self._start.append(x.detach().float().cpu().reshape(-1, self.d))
+            if sum(len(v) for v in self._start) < (start_vectors or 4 * self.k):
+                return None
+            self.fit(torch.cat(self._start), niter=10)
+            self._start.clear()
+        out = self(x)
+        self.steps += 1
+        if int(self.steps) % restart_every == 0:
+            self.restart_unused(x)
+        return out
+
     @torch.no_grad()
     def restart_unused(self, x: torch.Tensor, generator: torch.Generator | None = None) -> int:
         """Re-seed codewords no training forward chose since the last call with random sub-vectors
@@ -181,6 +207,13 @@ class ProductQuantizer(nn.Module):
         """The codebooks as float32 [m, K, d / m] (faiss's ``pq.centroids`` layout)."""
         self._check_fitted()
         return self.codebooks.detach().cpu().numpy().astype(np.float32, copy=True)
+
+
+def learned_codebooks(model: nn.Module) -> np.ndarray | None:
+    """The codebooks [m, K, d / m] a model learned with its embedding (a fitted ``model.quantizer``),
+    or None when it has none (the index then fits its own, post hoc)."""
+    pq = getattr(model, "quantizer", None)
+    return pq.codebooks_numpy() if isinstance(pq, ProductQuantizer) and bool(pq.fitted) else None
 
 
 def _as_float32_matrix(x, d: int, what: str) -> np.ndarray:

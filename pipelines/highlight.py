@@ -2,7 +2,9 @@
 
 Per step, fused multimodal features (clip route) or projected precomputed features (feature route)
 plus the streamer embedding feed a causal temporal transformer; one score per step. Loss:
-``L = L_point + α·L_BAP + β·L_diff + λ_align·L_align (+ λ_embed·InfoNCE of the clip embedding)``.
+``L = L_point + α·L_BAP + β·L_diff + λ_align·L_align + λ_embed·L_embed (+ L_PQ)``, where L_embed
+trains the segment embedding export-index stores (:meth:`HighlightModel.embedding_loss`) and L_PQ,
+with ``quant.learn``, the product quantizer's codebooks along with it.
 Comment re-alignment (ContentCTR's DTW, our placement): the text embedding of step i moves, by the
 open-end hard DTW in the band ``[i − w, i]`` (``w = media.max_comment_lag``), to the video step it
 refers to, so score t depends on comments up to ``t + w`` and nothing later (tested); turn
@@ -26,10 +28,11 @@ from mm_live import runs
 from mm_live.alignment import alignment_loss, realign_comments
 from mm_live.config import MODALITIES, Config
 from mm_live.errors import ConfigError
-from mm_live.losses import highlight_loss, two_halves_info_nce
+from mm_live.losses import highlight_loss, supervised_info_nce
 from mm_live.metrics import auc, kendall_tau, trapezoid_ap
 from mm_live.multimodal import MultimodalEncoder, MultimodalInputs
 from mm_live.ops import hash_id, masked_mean
+from mm_live.quantization import ProductQuantizer
 from mm_live.runtime import eval_mode
 from mm_live.scoring import ClipSource, ScoreResult, encode_clip, finish_scores, segment_masks
 from mm_live.streams import ClipWindows, FeatureWindows, StreamWindow, pad_labels
@@ -57,13 +60,14 @@ class HighlightOutput:
 @dataclass
 class HighlightBatch:
     """S streams: labels [S, T] (-1 = padding), lengths [S], streamer [S] hashed ids, stream [S] hashed
-    stream ids; clip route: ``inputs`` (N steps) and ``index`` [S, T] into them; feature route:
-    video/text/has_text [S, T, ...]."""
+    stream ids, positives [S, T] bool (steps inside a highlight); clip route: ``inputs`` (N steps)
+    and ``index`` [S, T] into them; feature route: video/text/has_text [S, T, ...]."""
 
     labels: torch.Tensor
     lengths: torch.Tensor
     streamer: torch.Tensor
     stream: torch.Tensor | None = None
+    positives: torch.Tensor | None = None
     index: torch.Tensor | None = None
     inputs: MultimodalInputs | None = None
     video: torch.Tensor | None = None
@@ -87,6 +91,7 @@ class HighlightModel(nn.Module):
                                                   dropout=cfg.fusion.dropout)
         self.head = nn.Linear(h.d_model, 1)
         self.embed_head = nn.Linear(h.d_model, cfg.fusion.d_emb)
+        self.quantizer = ProductQuantizer.from_config(cfg.quant, cfg.fusion.d_emb) if cfg.quant.learn else None
 
     def step_features(self, batch: HighlightBatch) -> StepFeatures:
         if batch.inputs is not None:
@@ -123,7 +128,37 @@ class HighlightModel(nn.Module):
         """Temporal states [S, T, d_model] pooled over ``mask`` [S, T] -> L2-normalised [S, d_emb]."""
         return F.normalize(self.embed_head(masked_mean(hidden, mask)), dim=-1)
 
+    def embedding_loss(self, hidden: torch.Tensor, batch: HighlightBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """The term that trains the segment embedding, from temporal states [S, T, d_model].
 
+        Each window is cut into segments of ``highlight.embed_segment_steps`` steps (a window shorter
+        than that is one segment), embedded like ``embed_clip`` embeds a segment, and
+        ``L_embed = SupCon(same stream) + SupCon(same event)`` (:func:`supervised_info_nce`): a segment's
+        positives are the other segments of its stream in the batch (the stream's look: scene,
+        streamer, voice), and, in a second term, the segments whose event state matches (at least
+        half the steps inside a highlight, or not), from any stream. Our choice over a self-supervised
+        pair (two views of one segment): these are the two things a search "more like this moment"
+        should match, the labels are already in every batch, and one pass over the states serves both.
+        With ``quant.learn`` the contrastive terms see the quantized segments (straight-through), and
+        the quantizer's codebook + commitment loss is added (after its k-means start).
+        """
+        h, n = self.cfg.highlight, self.cfg.highlight.embed_segment_steps
+        owner, masks = segment_spans(batch.lengths, n)
+        owner, masks = owner.to(hidden.device), masks.to(hidden.device)
+        emb = self.embed(hidden[owner], masks)  # [N, d_emb]
+        event = masked_mean(batch.positives[owner].float(), masks) >= 0.5
+        parts, pq_loss = {}, None
+        if self.quantizer is not None:
+            q = self.quantizer.train_forward(emb, restart_every=self.cfg.quant.restart_every)
+            if q is not None:
+                emb, pq_loss = q.quantized, q.loss
+                parts["pq"] = float(q.loss.detach())
+        stream = batch.stream.to(hidden.device)[owner]
+        loss = (supervised_info_nce(emb, stream * 2 + event.long(), h.embed_temperature)
+                + supervised_info_nce(emb, event.long(), h.embed_temperature))
+        parts["embed"] = float(loss.detach())
+        total = h.embed_weight * loss + (pq_loss if pq_loss is not None else 0.0)
+        return total, parts
 
     def training_step(self, batch: HighlightBatch) -> StepOutput:
         out, h = self(batch), self.cfg.highlight
@@ -133,11 +168,24 @@ class HighlightModel(nn.Module):
         loss = highlight_loss(out.logits, batch.labels, alpha=h.alpha_bap, beta=h.beta_diff, pointwise=h.pointwise,
                               align_loss=align, align_weight=h.align_weight)
         parts = {k: v for k, v in loss.as_dict().items() if k != "total"}
-        if h.embed_weight > 0:
-            emb = two_halves_info_nce(out.hidden, batch.lengths, self.embed, batch.stream, h.embed_temperature)
-            parts["embed"] = float(emb.detach())
-            return StepOutput(loss.total + h.embed_weight * emb, parts)
+        if h.embed_weight > 0 or self.quantizer is not None:
+            emb, emb_parts = self.embedding_loss(out.hidden, batch)
+            return StepOutput(loss.total + emb, parts | emb_parts)
         return StepOutput(loss.total, parts)
+
+
+def segment_spans(lengths: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Consecutive ``n``-step segments of S right-padded sequences: owner [N] (the sequence of each
+    segment) and masks [N, T] bool. A trailing piece shorter than ``n`` is dropped unless it is the
+    whole sequence."""
+    t = int(lengths.max())
+    owner, starts, ends = [], [], []
+    for s, length in enumerate(lengths.tolist()):
+        for a in range(0, max(length - n, 0) + 1, n) if length >= n else [0]:
+            owner.append(s), starts.append(a), ends.append(min(a + n, length))
+    steps = torch.arange(t)[None]
+    masks = (steps >= torch.tensor(starts)[:, None]) & (steps < torch.tensor(ends)[:, None])
+    return torch.tensor(owner), masks
 
 
 def build_model(cfg: Config) -> HighlightModel:
@@ -153,16 +201,19 @@ def collate(windows: Sequence[StreamWindow], n_streamers: int) -> HighlightBatch
     labels, lengths, valid = pad_labels(windows)
     (s, t), stream = labels.shape, torch.tensor([hash_id(w.stream_id, 1 << 62) for w in windows])
     streamer = torch.tensor([hash_id(w.streamer_id, n_streamers) for w in windows])
+    positives = torch.zeros(s, t, dtype=torch.bool)
+    positives[valid] = torch.from_numpy(np.concatenate([w.positives for w in windows]).astype(bool))
     if windows[0].inputs is not None:
         index = torch.full((s, t), -1, dtype=torch.long)
         index[valid] = torch.arange(int(lengths.sum()))
-        return HighlightBatch(labels, lengths, streamer, stream, index=index, inputs=MultimodalInputs.cat([w.inputs for w in windows]))
+        return HighlightBatch(labels, lengths, streamer, stream, positives, index=index,
+                              inputs=MultimodalInputs.cat([w.inputs for w in windows]))
     dv, dt = windows[0].video.shape[1], 1 if windows[0].text is None else windows[0].text.shape[1]
     video, text, has_text = torch.zeros(s, t, dv), torch.zeros(s, t, dt), torch.zeros(s, t, dtype=torch.bool)
     video[valid] = torch.from_numpy(np.concatenate([w.video for w in windows]))
     if windows[0].text is not None:
         text[valid], has_text[valid] = torch.from_numpy(np.concatenate([w.text for w in windows])), True
-    return HighlightBatch(labels, lengths, streamer, stream, video=video, text=text, has_text=has_text)
+    return HighlightBatch(labels, lengths, streamer, stream, positives, video=video, text=text, has_text=has_text)
 
 
 @torch.no_grad()
@@ -253,6 +304,25 @@ def embed_clip(model: HighlightModel, source: ClipSource, *, segment_seconds: fl
     with torch.inference_mode():
         vecs = model.embed(out.hidden.expand(len(masks), -1, -1), masks.to(out.hidden.device))
     return vecs.float().cpu().numpy(), spans
+
+
+@torch.no_grad()
+def embed_features(model: HighlightModel, video: np.ndarray, text: np.ndarray | None, segment_steps: int,
+                   streamer_id: str | None = None) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Feature route's ``embed_clip``: one stream's per-step features video [T, d_v], text [T, d_t]
+    -> segment embeddings [n, d_emb] float32 and (first step, steps) of each segment."""
+    dev = next(model.parameters()).device
+    v = torch.as_tensor(video, dtype=torch.float32, device=dev)[None]
+    t = torch.zeros(1, v.shape[1], 1, device=dev) if text is None else torch.as_tensor(text, dtype=torch.float32, device=dev)[None]
+    has_text = torch.full(v.shape[:2], text is not None, device=dev)
+    lengths = torch.tensor([v.shape[1]], device=dev)
+    streamer = torch.tensor([hash_id(streamer_id, model.cfg.highlight.n_streamers)], device=dev)
+    with eval_mode(model):
+        out = model.forward_steps(model.steps(v, t, has_text), lengths, streamer)
+        owner, masks = segment_spans(lengths.cpu(), segment_steps)
+        vecs = model.embed(out.hidden.expand(len(masks), -1, -1), masks.to(dev))
+    first = masks.float().argmax(1)
+    return vecs.float().cpu().numpy(), [(int(a), int(n)) for a, n in zip(first, masks.sum(1))]
 
 
 def score_clip(clip: str | Path, checkpoint: str | Path | None = None, *, comments: str | Path | None = None,
