@@ -8,6 +8,8 @@ else that escapes a command is a bug, reported in one line with a crash log (doc
 
 from __future__ import annotations
 
+_WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):"
+
 
 class MMLiveError(Exception):
     """An error caused by the user's input; its message is one line naming the thing and the fix."""
@@ -15,8 +17,14 @@ class MMLiveError(Exception):
     exit_code = 2
 
     def __init__(self, message: str):
+        message = str(message)
+        if _WORKER_TRACEBACK in message:
+            # torch's DataLoader re-raises a worker's exception as type(exc)("Caught ... Original
+            # Traceback ...\n<module>.<Type>: <message>"): keep the original message only.
+            last = message.rstrip().splitlines()[-1]
+            message = last.split(": ", 1)[1] if last.startswith(f"{type(self).__module__}.") and ": " in last else last
         # Keep messages on one line: users read them in a terminal, CI greps them.
-        super().__init__(" ".join(str(message).split()))
+        super().__init__(" ".join(message.split()))
 
 
 class MediaError(MMLiveError):

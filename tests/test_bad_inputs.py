@@ -687,3 +687,22 @@ def test_unexpected_exception_is_one_line_with_a_crash_log(monkeypatch, tmp_path
     monkeypatch.setenv("MM_LIVE_DEBUG", "1")  # developers get the exception itself
     with pytest.raises(ZeroDivisionError):
         cli.main(argv)
+
+
+def test_an_error_raised_in_a_dataloader_worker_keeps_its_one_line():
+    """torch re-raises a worker's exception with the worker's traceback as its message (training with
+    train.num_workers > 0 printed it all on the error line)."""
+    import torch.utils.data
+
+    from mm_live.errors import MediaError
+
+    class Broken(torch.utils.data.Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            raise MediaError("clip.mp4: decord could not decode frames; re-export it")
+
+    with pytest.raises(MediaError) as err:
+        next(iter(torch.utils.data.DataLoader(Broken(), num_workers=1)))
+    assert str(err.value) == "clip.mp4: decord could not decode frames; re-export it"
