@@ -4,19 +4,25 @@
 ``segment_seconds`` segment so a user can search inside long streams), one clip at a time, and
 stages each clip's vectors as a shard of a :class:`~mm_live.index.IndexBuilder`: memory is bounded
 by one clip, a killed export leaves no index at the output path, and running the same command again
-skips the clips already staged. The product-quantizer codebooks are fitted by FAISS on the run's
+skips the clips already staged. Under ``torchrun`` each rank embeds every ``world``-th clip and rank 0
+merges them into the same index one process would write. The product-quantizer codebooks are fitted by FAISS on the run's
 embeddings when the index is built (``quant.m`` sub-vectors of ``2**quant.nbits`` codewords).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from mm_live import distributed
 from mm_live.errors import DataError
+from mm_live.fileio import atomic_open, write_json
 from mm_live.index import IndexBuilder, IndexSpec, ItemRow, SearchResult, open_index, search
 from mm_live.runs import load_run
 from mm_live.scoring import ClipSource
@@ -42,17 +48,63 @@ def export_index(checkpoint: str | Path, items: Sequence[ClipItem], out: str | P
         raise DataError(f"--segment-seconds must be > 0, got {segment_seconds}")
     if not items:
         raise DataError("nothing to export: the collection lists no clips")
-    run = load_run(checkpoint, device=device)
-    q = run.config.quant
-    spec = IndexSpec(d=run.config.fusion.d_emb, m=q.m if m is None else m, nbits=q.nbits if nbits is None else nbits,
-                     ivf_lists=q.ivf_lists if ivf_lists is None else ivf_lists, refine=refine)
-    builder = IndexBuilder(out, spec, config_hash=run.config.hash(), progress=progress)
-    todo = [it for it in items if not builder.done(it.stream_id)]
-    for it in tqdm(todo, desc="embed clips", unit="clip", disable=not progress):
-        source = ClipSource.open(it.clip, it.comments)
-        vectors, spans = run.task.embed_clip(run.model, source, segment_seconds=segment_seconds, streamer_id=it.streamer_id)
-        builder.add(it.stream_id, vectors, [ItemRow(it.stream_id, a, b) for a, b in spans])
-    return builder.finalize()
+    with distributed.session(device) as d:
+        run = load_run(checkpoint, device=d.device)
+        q = run.config.quant
+        spec = IndexSpec(d=run.config.fusion.d_emb, m=q.m if m is None else m, nbits=q.nbits if nbits is None else nbits,
+                         ivf_lists=q.ivf_lists if ivf_lists is None else ivf_lists, refine=refine)
+        spec.validate()  # a bad PQ shape fails on every rank before any clip is embedded
+
+        def embed(it: ClipItem) -> tuple[np.ndarray, list[tuple[float, float]]]:
+            source = ClipSource.open(it.clip, it.comments)
+            return run.task.embed_clip(run.model, source, segment_seconds=segment_seconds, streamer_id=it.streamer_id)
+
+        if d.world > 1:
+            return _export_sharded(embed, items, Path(out), spec, run.config.hash(), segment_seconds, d, progress)
+        builder = IndexBuilder(out, spec, config_hash=run.config.hash(), progress=progress)
+        todo = [it for it in items if not builder.done(it.stream_id)]
+        for it in tqdm(todo, desc="embed clips", unit="clip", disable=not progress):
+            vectors, spans = embed(it)
+            builder.add(it.stream_id, vectors, [ItemRow(it.stream_id, a, b) for a, b in spans])
+        return builder.finalize()
+
+
+def _export_sharded(embed: Callable[[ClipItem], tuple[np.ndarray, list[tuple[float, float]]]], items: Sequence[ClipItem],
+                    out: Path, spec: IndexSpec, config_hash: str, segment_seconds: float | None, d: distributed.Dist,
+                    progress: bool) -> Path:
+    """Rank ``r`` embeds items ``r, r + world, ...`` into one ``.npz`` per clip (atomic, kept across
+    kills) in the hidden ``.<out>.embeddings``; then rank 0 stages them in the collection's order
+    into an :class:`IndexBuilder` and writes the index, so it is the index one process writes."""
+    from tqdm.auto import tqdm
+
+    stage = out.parent / f".{out.name}.embeddings"
+    stamp = {"config_hash": config_hash, "segment_seconds": segment_seconds}
+    if d.main:  # embeddings left by another model or segmentation are discarded
+        if (stage / "build.json").is_file() and json.loads((stage / "build.json").read_text(encoding="utf-8")) != stamp:
+            shutil.rmtree(stage)
+        stage.mkdir(parents=True, exist_ok=True)
+        write_json(stage / "build.json", stamp)
+    distributed.barrier()
+    mine = [it for it in list(items)[d.rank :: d.world] if not _clip_file(stage, it).is_file()]
+    for it in tqdm(mine, desc=f"embed clips (rank {d.rank})", unit="clip", disable=not progress, position=d.rank):
+        vectors, spans = embed(it)
+        with atomic_open(_clip_file(stage, it), "wb") as fh:
+            np.savez(fh, vectors=np.asarray(vectors, np.float32), spans=np.asarray(spans, np.float64).reshape(-1, 2))
+    distributed.barrier()
+    if d.main:
+        builder = IndexBuilder(out, spec, config_hash=config_hash, progress=progress)
+        for it in items:
+            if not builder.done(it.stream_id):
+                with np.load(_clip_file(stage, it), allow_pickle=False) as z:
+                    builder.add(it.stream_id, z["vectors"], [ItemRow(it.stream_id, a, b) for a, b in z["spans"].tolist()])
+        builder.finalize()
+        shutil.rmtree(stage, ignore_errors=True)
+    distributed.barrier()  # every rank returns once the index exists
+    return out
+
+
+def _clip_file(stage: Path, it: ClipItem) -> Path:
+    return stage / f"{hashlib.sha1(it.stream_id.encode('utf-8')).hexdigest()}.npz"
 
 
 def search_index(index_dir: str | Path, *, k: int = 10, checkpoint: str | Path | None = None,

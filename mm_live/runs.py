@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mm_live import distributed
 from mm_live.checkpoint import load_checkpoint, load_weights
 from mm_live.config import Config, load_config
 from mm_live.errors import CheckpointError
@@ -83,17 +84,21 @@ def train(task: str, data: Any, out: str | Path, *, config: Config | str | Path 
           progress: bool = True, max_steps: int | None = None, **options: Any) -> TrainResult:
     """Train ``task`` on ``data`` into the run directory ``out`` and return the result.
 
+    Under ``torchrun`` every rank calls this: each trains on its shard of every global batch of
+    ``train.batch_size`` examples and rank 0 writes the run directory.
+
     ``overrides`` are dotted config fields (``{"train.epochs": 3}``; None values are ignored);
     ``options`` go to the task (e.g. the highlight feature route's ``dataset`` and ``features``).
     """
     t = get_task(task)
     cfg = t.configure(resolve_config(config, task, overrides), data, **options)
-    dev = setup(device, cfg.train.threads)
-    seed_everything(cfg.train.seed)
-    model = t.build_model(cfg)
-    td = t.data(data, cfg, model, progress=progress, **options)
-    if progress and td.summary:
-        print(td.summary)
-    trainer = Trainer(model, cfg, out, kind=t.name, train_data=td.train, evaluate=td.evaluate, metric=t.metric,
-                      mode=t.mode, device=dev, progress=progress, max_steps=max_steps)
-    return trainer.fit(resume=resume)
+    with distributed.session(device) as d:  # started by torchrun: one rank of several (docs/scaling.md)
+        dev = setup(d.device, cfg.train.threads)
+        seed_everything(cfg.train.seed)
+        model = t.build_model(cfg)
+        td = t.data(data, cfg, model, progress=progress and d.main, **options)
+        if progress and d.main and td.summary:
+            print(td.summary)
+        trainer = Trainer(model, cfg, out, kind=t.name, train_data=td.train, evaluate=td.evaluate, metric=t.metric,
+                          mode=t.mode, device=dev, progress=progress, max_steps=max_steps)
+        return trainer.fit(resume=resume)

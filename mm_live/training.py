@@ -16,9 +16,12 @@ A pipeline model only has to implement ``training_step(batch) -> StepOutput``.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +31,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from mm_live import distributed
 from mm_live.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from mm_live.config import Config
-from mm_live.errors import CheckpointError
+from mm_live.errors import CheckpointError, ConfigError
+from mm_live.fileio import existing_dir
 from mm_live.runtime import autocast
 
 # Config fields that change how a run computes, not what it computes: they may differ on --resume.
@@ -57,29 +62,93 @@ class BatchSource(Protocol):
     def epoch(self, epoch: int, seed: int, skip: int = 0) -> Iterator[Any]: ...
 
 
-class ShuffledBatches:
+@dataclass
+class Shard:
+    """One rank's part of a global batch. ``weight`` 0 marks a rank that got no example of the
+    epoch's last, short batch: it runs the batch's first examples with its loss scaled by 0, so it
+    still joins the gradient all-reduce and adds nothing (as a single process adds no micro-batch)."""
+
+    batch: Any
+    weight: float = 1.0
+
+
+class IndexBatches:
+    """A :class:`BatchSource` that plans an epoch as lists of example indices, then loads them.
+
+    Subclasses give :meth:`plan` (the global batches of an epoch, from ``(seed, epoch)`` alone) and
+    :meth:`load` (collate each list); ``fixed_size`` says every batch but the last has
+    ``batch_size`` examples. :meth:`sharded` gives rank ``r`` of ``world`` the ``r``-th contiguous
+    ``batch_size / world`` slice of every global batch (an equal split for batches of varying size).
+
+    Why not ``torch.utils.data.DistributedSampler``: it deals a permutation out to the ranks with a
+    stride and pads it, so a global batch is split differently from any one-process run. Contiguous
+    slices make a ``world``-rank run compute exactly what one process does with ``batch_size / world``
+    and ``grad_accum * world`` — the same micro-batches, accumulated — whatever the loss couples
+    inside a batch (in-batch negatives, batch norm).
+    """
+
+    batch_size: int
+    shuffle: bool = True
+    fixed_size: bool = True
+    rank, world = 0, 1
+
+    def size(self) -> int:
+        """Number of examples."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return math.ceil(self.size() / self.batch_size)
+
+    def plan(self, epoch: int, seed: int) -> list[np.ndarray]:
+        n = self.size()
+        order = np.random.default_rng([seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        return [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+
+    def load(self, batches: list[np.ndarray]) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def sharded(self, rank: int, world: int) -> "IndexBatches":
+        """This source as rank ``rank`` of ``world`` sees it (yields :class:`Shard` s)."""
+        if self.fixed_size and self.batch_size % world:
+            raise ConfigError(f"train.batch_size={self.batch_size} does not split over {world} processes: "
+                              f"make it a multiple of {world} (each process takes batch_size / {world})")
+        shard = copy.copy(self)
+        shard.rank, shard.world = rank, world
+        return shard
+
+    def epoch(self, epoch: int, seed: int, skip: int = 0) -> Iterator[Any]:
+        batches = self.plan(epoch, seed)[skip:]
+        if self.world == 1:
+            return self.load(batches)
+        parts, weights = [], []
+        for idx in batches:
+            size = self.batch_size // self.world if self.fixed_size else math.ceil(len(idx) / self.world)
+            part = idx[self.rank * size : (self.rank + 1) * size]
+            parts.append(part if len(part) else idx[:size])
+            weights.append(1.0 if len(part) else 0.0)
+        return (Shard(b, w) for b, w in zip(self.load(parts), weights))
+
+
+class ShuffledBatches(IndexBatches):
     """A :class:`BatchSource` over a sequence of examples: shuffle by ``(seed, epoch)``, chunk, collate."""
 
     def __init__(self, examples: Sequence[Any], batch_size: int, collate: Callable[[list[Any]], Any], shuffle: bool = True):
         self.examples, self.batch_size, self.collate, self.shuffle = examples, batch_size, collate, shuffle
 
-    def __len__(self) -> int:
-        return math.ceil(len(self.examples) / self.batch_size)
+    def size(self) -> int:
+        return len(self.examples)
 
-    def epoch(self, epoch: int, seed: int, skip: int = 0) -> Iterator[Any]:
-        order = np.arange(len(self.examples))
-        if self.shuffle:
-            order = np.random.default_rng([seed, epoch]).permutation(len(self.examples))
-        for start in range(skip * self.batch_size, len(order), self.batch_size):
-            yield self.collate([self.examples[i] for i in order[start : start + self.batch_size]])
+    def load(self, batches: list[np.ndarray]) -> Iterator[Any]:
+        return (self.collate([self.examples[i] for i in idx]) for idx in batches)
 
 
-class LoaderBatches:
+class LoaderBatches(IndexBatches):
     """A :class:`BatchSource` over a map-style ``torch.utils.data.Dataset`` through a DataLoader.
 
     The order of an epoch is a permutation drawn from ``(seed, epoch)`` alone, so resume regenerates
-    it; ``skip`` batches already consumed are not loaded at all. ``num_workers`` processes decode
-    and prepare examples in parallel (each keeps its own cache inside the dataset).
+    it; ``skip`` batches already consumed are not loaded at all, nor are other ranks' shards.
+    ``num_workers`` processes decode and prepare examples in parallel (each keeps its own cache
+    inside the dataset).
     """
 
     def __init__(self, dataset: Any, batch_size: int, collate: Callable[[list[Any]], Any], *, num_workers: int = 0,
@@ -87,18 +156,15 @@ class LoaderBatches:
         self.dataset, self.batch_size, self.collate = dataset, batch_size, collate
         self.num_workers, self.shuffle = num_workers, shuffle
 
-    def __len__(self) -> int:
-        return math.ceil(len(self.dataset) / self.batch_size)
+    def size(self) -> int:
+        return len(self.dataset)
 
-    def epoch(self, epoch: int, seed: int, skip: int = 0) -> Iterator[Any]:
+    def load(self, batches: list[np.ndarray]) -> Iterator[Any]:
         from torch.utils.data import DataLoader
 
-        n = len(self.dataset)
-        order = np.random.default_rng([seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
-        batches = [order[i : i + self.batch_size].tolist() for i in range(0, n, self.batch_size)][skip:]
         if not batches:
             return iter(())
-        return iter(DataLoader(self.dataset, batch_sampler=batches, collate_fn=self.collate,
+        return iter(DataLoader(self.dataset, batch_sampler=[b.tolist() for b in batches], collate_fn=self.collate,
                                num_workers=self.num_workers, persistent_workers=False))
 
 
@@ -128,6 +194,12 @@ def warmup_cosine(step: int, *, warmup: int, total: int) -> float:
         return (step + 1) / (warmup + 1)
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_steps(tc: Any, total: int) -> int:
+    """Warm-up length of a run of ``total`` optimizer steps: ``train.warmup_steps`` when set, else
+    ``train.warmup_fraction`` of the run (a fixed count is most of a short run and nothing of a long one)."""
+    return tc.warmup_steps if tc.warmup_steps is not None else round(tc.warmup_fraction * total)
 
 
 def seed_everything(seed: int) -> None:
@@ -177,17 +249,39 @@ class Trainer:
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         self.model, self.config, self.out_dir, self.kind = model, config, Path(out_dir), kind
         self.train_data, self.evaluate, self.metric, self.mode = train_data, evaluate, metric, mode
-        self.device, self.progress = torch.device(device), progress
+        self.device = torch.device(device)
+        d = distributed.current(self.device)
+        self.rank, self.world, self.main = d.rank, d.world, d.main
+        self.progress = progress and self.main  # one bar and one log: rank 0's
+        if self.world > 1:
+            if not hasattr(train_data, "sharded"):
+                raise ConfigError(f"the '{kind}' batches cannot be split across processes: train it in one process "
+                                  "(without torchrun)")
+            self.train_data = train_data = train_data.sharded(self.rank, self.world)
         tc = config.train
         self.steps_per_epoch = math.ceil(len(train_data) / tc.grad_accum)
         self.total_steps = self.steps_per_epoch * tc.epochs if max_steps is None else max_steps
         if not any(p.requires_grad for p in model.parameters()):
             raise CheckpointError("the model has no trainable parameters: enable LoRA or unfreeze a part")
         self.optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr)
+        warmup = warmup_steps(tc, self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: warmup_cosine(s, warmup=tc.warmup_steps, total=self.total_steps)
+            self.optimizer, lambda s: warmup_cosine(s, warmup=warmup, total=self.total_steps)
         )
         self.use_amp = tc.amp and self.device.type == "cuda"
+
+    def _wrap(self) -> Callable[[Any], tuple[torch.Tensor, dict[str, float]]]:
+        """The training-step function: the model's own, or through DistributedDataParallel, whose
+        hooks average the gradients across ranks during ``backward``."""
+        if self.world == 1:
+            return _Steps(self.model)
+        from torch.nn.parallel import DistributedDataParallel
+
+        # find_unused_parameters: a config may leave trainable parts out of the loss (e.g. an
+        # embedding head with its loss weight at 0); broadcast_buffers off: the only buffers a step
+        # changes are batch-norm statistics, and rank 0's are the ones saved.
+        return DistributedDataParallel(_Steps(self.model), device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                                       find_unused_parameters=True, broadcast_buffers=False)
 
     # ------------------------------------------------------------------------------------
     def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
@@ -206,11 +300,16 @@ class Trainer:
             step, epoch, micro_done = st["step"], st["epoch"], st["micro_done"]
             best, best_step = st["best"], st["best_step"]
             _set_rng_state(st["rng"])
-            self._truncate_log(step)
+            if self.main:
+                self._truncate_log(step)
+                for tmp in [*self.out_dir.glob(".best.*.tmp"), *self.out_dir.glob(".last.*.tmp")]:
+                    shutil.rmtree(tmp, ignore_errors=True)  # a checkpoint write cut by the kill
         else:
             seed_everything(tc.seed)
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)
+            if self.main:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)
+        run_step = self._wrap()
         last_eval: dict[str, float] = {}
         bar = _progress(total=self.total_steps, initial=step, enabled=self.progress)
         t0 = time.perf_counter()
@@ -220,15 +319,24 @@ class Trainer:
             micro = micro_done
             accum_parts: dict[str, float] = {}
             for batch in batches:
-                with autocast(self.device, self.use_amp):
-                    out = self.model.training_step(to_device(batch, self.device))
-                (out.loss / tc.grad_accum).backward()
-                for k, v in {"loss": float(out.loss.detach()), **out.parts}.items():
-                    accum_parts[k] = accum_parts.get(k, 0.0) + v / tc.grad_accum
+                batch, weight = (batch.batch, batch.weight) if isinstance(batch, Shard) else (batch, 1.0)
+                # The randomness of a micro-batch (dropout, ...) is a function of its place in the
+                # run alone, so rank r of a world-W run draws what micro-batch a*W + r of a
+                # one-process run accumulating W*grad_accum draws (and resume needs no RNG state).
+                seed_everything(micro_seed(tc.seed, step, (micro % tc.grad_accum) * self.world + self.rank))
                 micro += 1
                 last_in_epoch = micro == len(self.train_data)
-                if micro % tc.grad_accum and not last_in_epoch:
+                sync = not (micro % tc.grad_accum and not last_in_epoch)
+                no_sync = run_step.no_sync() if self.world > 1 and not sync else contextlib.nullcontext()
+                with no_sync:
+                    with autocast(self.device, self.use_amp):
+                        loss, parts = run_step(to_device(batch, self.device))
+                    (loss * (weight / tc.grad_accum)).backward()
+                for k, v in {"loss": float(loss.detach()), **parts}.items():
+                    accum_parts[k] = accum_parts.get(k, 0.0) + weight * v / tc.grad_accum
+                if not sync:
                     continue
+                accum_parts = distributed.mean(accum_parts)
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)) if tc.grad_clip > 0 else 0.0
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -247,14 +355,12 @@ class Trainer:
                     # ties go to the later (longer-trained) checkpoint
                     if value is not None and (best is None or (value >= best if self.mode == "max" else value <= best)):
                         best, best_step = value, step
-                        save_checkpoint(self.out_dir / "best", config=self.config, model=self.model, kind=self.kind,
-                                        meta={"step": step, "metrics": last_eval})
+                        self._save("best", meta={"step": step, "metrics": last_eval})
                     state = {"step": step, "epoch": epoch if not last_in_epoch else epoch + 1,
                              "micro_done": micro if not last_in_epoch else 0, "best": best, "best_step": best_step,
                              "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                              "rng": _rng_state()}
-                    save_checkpoint(self.out_dir / "last", config=self.config, model=self.model, kind=self.kind,
-                                    meta={"step": step, "metrics": last_eval}, trainer_state=state)
+                    self._save("last", meta={"step": step, "metrics": last_eval}, trainer_state=state)
                 if done or interrupted:
                     break
             else:
@@ -263,12 +369,13 @@ class Trainer:
                 continue
             break
         bar.close()
+        distributed.barrier()  # every rank returns once rank 0's checkpoints are written
         return TrainResult(self.out_dir, step, best, best_step, last_eval)
 
     # ------------------------------------------------------------------------------------
     def _resume_checkpoint(self):
         """``out_dir/last`` with its trainer state, refused unless it was made by this very setup."""
-        last = self.out_dir / "last"
+        last = existing_dir(self.out_dir / "last")
         if not last.is_dir():
             raise CheckpointError(f"cannot resume: {last} does not exist (no run was started in {self.out_dir}); "
                                   "drop --resume to start a new run")
@@ -290,17 +397,32 @@ class Trainer:
             return batches
 
     def _evaluate(self, step: int) -> dict[str, float]:
+        """Rank 0 evaluates the held-out data and every rank gets its metrics, so all ranks take
+        the same best-checkpoint decisions."""
         if self.evaluate is None:
             return {}
-        # Evaluation must not disturb the training RNG streams (exact resume relies on them).
-        rng = _rng_state()
-        self.model.eval()
-        with torch.no_grad():
-            metrics = {k: float(v) for k, v in self.evaluate(self.model).items()}
-        self.model.train()
-        _set_rng_state(rng)
-        self._log({"step": step, "eval": metrics})
-        return metrics
+        metrics = None
+        if self.main:
+            # Evaluation must not disturb the training RNG streams (exact resume relies on them).
+            rng = _rng_state()
+            self.model.eval()
+            with torch.no_grad():
+                metrics = {k: float(v) for k, v in self.evaluate(self.model).items()}
+            self.model.train()
+            _set_rng_state(rng)
+            self._log({"step": step, "eval": metrics})
+        return distributed.broadcast(metrics)
+
+    def _save(self, name: str, **parts: Any) -> None:
+        """Rank 0 writes ``out_dir/name`` atomically; a failed write (disk full, ...) leaves the
+        previous checkpoint in place and stops the run with a one-line error."""
+        if not self.main:
+            return
+        try:
+            save_checkpoint(self.out_dir / name, config=self.config, model=self.model, kind=self.kind, **parts)
+        except OSError as exc:
+            raise CheckpointError(f"could not write checkpoint {self.out_dir / name} ({exc.strerror or exc}); the previous "
+                                  "one is intact: free space or fix permissions, then rerun with --resume") from None
 
     def _truncate_log(self, step: int) -> None:
         """Drop log rows written after the checkpoint we resume from (they are about to be redone)."""
@@ -316,8 +438,33 @@ class Trainer:
                 fh.writelines(json.dumps(r) + "\n" for r in rows)
 
     def _log(self, row: dict[str, Any]) -> None:
-        with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
+        if not self.main:
+            return
+        path = self.out_dir / "metrics.jsonl"
+        try:
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+        except OSError as exc:
+            raise CheckpointError(f"could not append to the training log {path} ({exc.strerror or exc}): free space or "
+                                  "fix permissions, then rerun with --resume") from None
+
+
+class _Steps(nn.Module):
+    """``model.training_step`` as a module's forward: DistributedDataParallel only hooks ``forward``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        """batch -> (scalar loss, its logged parts)."""
+        out = self.model.training_step(batch)
+        return out.loss, out.parts
+
+
+def micro_seed(seed: int, step: int, index: int) -> int:
+    """The RNG seed of micro-batch ``index`` of optimizer step ``step`` (a 63-bit hash of the three)."""
+    return int(np.random.SeedSequence([seed, step, index]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 def to_device(batch: Any, device: torch.device | str) -> Any:

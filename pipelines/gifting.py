@@ -52,7 +52,7 @@ from mm_live.runtime import eval_mode
 from mm_live.scoring import ClipSource, ScoreResult, encode_clip, finish_scores
 from mm_live.streams import ClipWindows
 from mm_live.tasks import Task, TaskData, register
-from mm_live.training import ShuffledBatches, StepOutput
+from mm_live.training import IndexBatches, ShuffledBatches, StepOutput
 
 KIND = "gifting"
 TARGET = {"UA": "streamer", "UAA": "streamer", "UAU": "user", "AU": "user", "AA": "streamer", "AUA": "streamer"}
@@ -242,11 +242,13 @@ class Samples:
         return batch
 
 
-class RoomBatches:
+class RoomBatches(IndexBatches):
     """A :class:`~mm_live.training.BatchSource` for the clip route: rooms shuffled by ``(seed, epoch)``,
     every view of ``k`` consecutive rooms in one batch (``k`` ≈ ``batch_size`` / views per room), so a
     batch fuses each live step once however many viewers it has (a shuffled batch of the same size
-    needs up to ``segment_steps`` steps per view)."""
+    needs up to ``segment_steps`` steps per view). Under torchrun each rank takes an equal slice."""
+
+    fixed_size = False
 
     def __init__(self, rows: np.ndarray, rooms: np.ndarray, batch_size: int, collate: Any):
         order = np.argsort(rooms[rows], kind="stable")
@@ -257,10 +259,12 @@ class RoomBatches:
     def __len__(self) -> int:
         return math.ceil(len(self.groups) / self.k)
 
-    def epoch(self, epoch: int, seed: int, skip: int = 0):
+    def plan(self, epoch: int, seed: int) -> list[np.ndarray]:
         perm = np.random.default_rng([seed, epoch]).permutation(len(self.groups))
-        for b in range(skip, len(self)):
-            yield self.collate(np.concatenate([self.groups[g] for g in perm[b * self.k : (b + 1) * self.k]]))
+        return [np.concatenate([self.groups[g] for g in perm[b * self.k : (b + 1) * self.k]]) for b in range(len(self))]
+
+    def load(self, batches: list[np.ndarray]):
+        return (self.collate(rows) for rows in batches)
 
 
 @torch.no_grad()
