@@ -78,8 +78,12 @@ def load_checkpoint(path: str | Path, *, kind: str | None = None, with_state: bo
         raise CheckpointError(f"checkpoint {path} has a corrupt config/meta file ({exc}): re-train or restore it") from None
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} has a config this version cannot read: {exc}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint {path}/{META} is corrupt (a JSON {type(meta).__name__}, not an object): "
+                              "re-train or restore it")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path} has format version {meta.get('format_version')}, this mm-live reads {FORMAT_VERSION}")
+        raise CheckpointError(f"checkpoint {path} has format version {meta.get('format_version')}, this mm-live reads {FORMAT_VERSION}; "
+                              "re-train it with this version")
     if kind is not None and meta.get("kind") != kind:
         raise CheckpointError(f"checkpoint {path} holds a '{meta.get('kind')}' model, not a '{kind}' model: pass a {kind} checkpoint")
     if not weights:

@@ -119,6 +119,11 @@ def _train_features(inp: Inputs, tmp: Path, *, config: Path | None = None, data:
     return argv, out
 
 
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
 def _write(path: Path, data: bytes | str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
@@ -346,6 +351,15 @@ def case_checkpoint_meta_not_utf8(inp, tmp):
     _write(run / "best" / "meta.json", NOT_UTF8)
     argv, out = _score(inp, tmp, inp.clip, checkpoint=run)
     return Bad(argv, [str(run / "best")], "re-train or restore", out)
+
+
+@case
+def case_checkpoint_meta_not_an_object(inp, tmp):
+    run = tmp / "clip_run"
+    shutil.copytree(inp.clip_run, run)
+    _write(run / "best" / "meta.json", "[1, 2]")
+    argv, out = _score(inp, tmp, inp.clip, checkpoint=run)
+    return Bad(argv, [str(run / "best" / "meta.json"), "not an object"], "re-train or restore", out)
 
 
 @case
@@ -650,16 +664,17 @@ def test_damaged_training_log_does_not_stop_a_resume(inputs, tmp_path, capsys):
     lambda tmp: ["score", str(tmp / "nope.mp4"), "--checkpoint", str(tmp), "--out", str(tmp / "o")],
     lambda tmp: ["eval", "--dataset", "tvsum", "--predictions", str(_write(tmp / "p.jsonl", NOT_UTF8)),
                  "--annotations", str(_write(tmp / "a.jsonl", "{}\n")), "--out", str(tmp / "o")],
-    lambda tmp: ["train", "highlight", "--data", str(tmp / "m.jsonl"), "--out", str(tmp / "o"),
-                 "--config", str(_write(tmp / "c.yaml", "media: [unclosed\n"))],
-], ids=["missing-clip", "non-utf8-predictions", "broken-yaml"])
+    lambda tmp: ["eval", "--dataset", "own", "--predictions", str(tmp / "p.jsonl"), "--annotations", str(tmp / "m.jsonl"),
+                 "--out", str(_mkdir(tmp / "o"))],
+], ids=["missing-clip", "non-utf8-predictions", "out-is-a-directory"])
 def test_a_real_process_prints_only_the_one_line(argv_of, tmp_path):
     res = subprocess.run([sys.executable, "-m", "mm_live", *argv_of(tmp_path)], capture_output=True, text=True,
                          env={**os.environ, "MM_LIVE_DEBUG": ""})
     assert res.returncode == 2
     assert res.stderr.startswith("mm-live: error: ") and res.stderr.count("\n") == 1, res.stderr
     assert "Traceback" not in res.stderr + res.stdout
-    assert not (tmp_path / "o").exists()
+    out = tmp_path / "o"  # absent, or the folder case 3 made, still empty
+    assert (not out.exists() or out.is_dir() and not any(out.iterdir())) and not _leftovers(out)
 
 
 # ----------------------------------------------------------------------------- the last resort
