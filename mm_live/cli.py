@@ -411,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mm-live: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed early (mm-live search ... | head): not a bug
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush stays quiet
+        return 141
     except Exception as exc:  # the last resort: a bug, not a user error -> one line + a crash log, exit 1
         from mm_live import crash
 

@@ -721,3 +721,17 @@ def test_an_error_raised_in_a_dataloader_worker_keeps_its_one_line():
     with pytest.raises(MediaError) as err:
         next(iter(torch.utils.data.DataLoader(Broken(), num_workers=1)))
     assert str(err.value) == "clip.mp4: decord could not decode frames; re-export it"
+
+
+def test_a_reader_closing_the_pipe_early_is_not_a_crash(tmp_path):
+    """``mm-live search ... | head -1``: stdout closes while mm-live still prints."""
+    code = ("import sys\nfrom mm_live import cli\n"
+            "def spam(args):\n    for _ in range(100000): print('x' * 100)\n"
+            "cli._cmd_eval = spam\n"
+            "sys.exit(cli.main(['eval', '--dataset', 'own', '--predictions', 'p', '--annotations', 'a']))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "MM_LIVE_CRASH_DIR": str(tmp_path)})
+    proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 141
+    assert proc.stderr.read() == b"" and not list(tmp_path.iterdir())
