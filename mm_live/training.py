@@ -312,63 +312,66 @@ class Trainer:
         run_step = self._wrap()
         last_eval: dict[str, float] = {}
         bar = _progress(total=self.total_steps, initial=step, enabled=self.progress)
-        t0 = time.perf_counter()
-        self.model.train()
-        while step < self.total_steps and epoch < tc.epochs:
-            batches = self._epoch_batches(epoch, micro_done)  # exact resume: skip what was consumed
-            micro = micro_done
-            accum_parts: dict[str, float] = {}
-            for batch in batches:
-                batch, weight = (batch.batch, batch.weight) if isinstance(batch, Shard) else (batch, 1.0)
-                # The randomness of a micro-batch (dropout, ...) is a function of its place in the
-                # run alone, so rank r of a world-W run draws what micro-batch a*W + r of a
-                # one-process run accumulating W*grad_accum draws (and resume needs no RNG state).
-                seed_everything(micro_seed(tc.seed, step, (micro % tc.grad_accum) * self.world + self.rank))
-                micro += 1
-                last_in_epoch = micro == len(self.train_data)
-                sync = not (micro % tc.grad_accum and not last_in_epoch)
-                no_sync = run_step.no_sync() if self.world > 1 and not sync else contextlib.nullcontext()
-                with no_sync:
-                    with autocast(self.device, self.use_amp):
-                        loss, parts = run_step(to_device(batch, self.device))
-                    (loss * (weight / tc.grad_accum)).backward()
-                for k, v in {"loss": float(loss.detach()), **parts}.items():
-                    accum_parts[k] = accum_parts.get(k, 0.0) + weight * v / tc.grad_accum
-                if not sync:
+        try:  # the bar is closed before an error line is printed
+            t0 = time.perf_counter()
+            self.model.train()
+            while step < self.total_steps and epoch < tc.epochs:
+                batches = self._epoch_batches(epoch, micro_done)  # exact resume: skip what was consumed
+                micro = micro_done
+                accum_parts: dict[str, float] = {}
+                for batch in batches:
+                    batch, weight = (batch.batch, batch.weight) if isinstance(batch, Shard) else (batch, 1.0)
+                    # The randomness of a micro-batch (dropout, ...) is a function of its place in the
+                    # run alone, so rank r of a world-W run draws what micro-batch a*W + r of a
+                    # one-process run accumulating W*grad_accum draws (and resume needs no RNG state).
+                    seed_everything(micro_seed(tc.seed, step, (micro % tc.grad_accum) * self.world + self.rank))
+                    micro += 1
+                    last_in_epoch = micro == len(self.train_data)
+                    sync = not (micro % tc.grad_accum and not last_in_epoch)
+                    no_sync = run_step.no_sync() if self.world > 1 and not sync else contextlib.nullcontext()
+                    with no_sync:
+                        with autocast(self.device, self.use_amp):
+                            loss, parts = run_step(to_device(batch, self.device))
+                        (loss * (weight / tc.grad_accum)).backward()
+                    for k, v in {"loss": float(loss.detach()), **parts}.items():
+                        accum_parts[k] = accum_parts.get(k, 0.0) + weight * v / tc.grad_accum
+                    if not sync:
+                        continue
+                    accum_parts = distributed.mean(accum_parts)
+                    grad_norm = (float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip))
+                                 if tc.grad_clip > 0 else 0.0)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.scheduler.step()
+                    step += 1
+                    self._log({"step": step, "epoch": epoch, "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                               **{f"train/{k}": v for k, v in accum_parts.items()}, "time": time.perf_counter() - t0})
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{accum_parts.get('loss', 0.0):.4f}")
+                    accum_parts = {}
+                    done = step >= self.total_steps or (last_in_epoch and epoch == tc.epochs - 1)
+                    interrupted = stop_after is not None and step >= stop_after
+                    if step % tc.eval_every == 0 or done or interrupted:
+                        last_eval = self._evaluate(step)
+                        value = last_eval.get(self.metric)
+                        # ties go to the later (longer-trained) checkpoint
+                        if value is not None and (best is None or (value >= best if self.mode == "max" else value <= best)):
+                            best, best_step = value, step
+                            self._save("best", meta={"step": step, "metrics": last_eval})
+                        state = {"step": step, "epoch": epoch if not last_in_epoch else epoch + 1,
+                                 "micro_done": micro if not last_in_epoch else 0, "best": best, "best_step": best_step,
+                                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                                 "rng": _rng_state()}
+                        self._save("last", meta={"step": step, "metrics": last_eval}, trainer_state=state)
+                    if done or interrupted:
+                        break
+                else:
+                    epoch += 1
+                    micro_done = 0
                     continue
-                accum_parts = distributed.mean(accum_parts)
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)) if tc.grad_clip > 0 else 0.0
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scheduler.step()
-                step += 1
-                self._log({"step": step, "epoch": epoch, "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                           **{f"train/{k}": v for k, v in accum_parts.items()}, "time": time.perf_counter() - t0})
-                bar.update(1)
-                bar.set_postfix(loss=f"{accum_parts.get('loss', 0.0):.4f}")
-                accum_parts = {}
-                done = step >= self.total_steps or (last_in_epoch and epoch == tc.epochs - 1)
-                interrupted = stop_after is not None and step >= stop_after
-                if step % tc.eval_every == 0 or done or interrupted:
-                    last_eval = self._evaluate(step)
-                    value = last_eval.get(self.metric)
-                    # ties go to the later (longer-trained) checkpoint
-                    if value is not None and (best is None or (value >= best if self.mode == "max" else value <= best)):
-                        best, best_step = value, step
-                        self._save("best", meta={"step": step, "metrics": last_eval})
-                    state = {"step": step, "epoch": epoch if not last_in_epoch else epoch + 1,
-                             "micro_done": micro if not last_in_epoch else 0, "best": best, "best_step": best_step,
-                             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                             "rng": _rng_state()}
-                    self._save("last", meta={"step": step, "metrics": last_eval}, trainer_state=state)
-                if done or interrupted:
-                    break
-            else:
-                epoch += 1
-                micro_done = 0
-                continue
-            break
-        bar.close()
+                break
+        finally:
+            bar.close()
         distributed.barrier()  # every rank returns once rank 0's checkpoints are written
         return TrainResult(self.out_dir, step, best, best_step, last_eval)
 

@@ -1,5 +1,5 @@
 """Run by tests/test_ddp.py under ``torchrun``: train each case of a JSON plan through
-``mm_live.runs.train`` in one process group, and save this rank's final parameters next to the run
+``mm_live.runs.train`` (or export an index) in one process group, and save this rank's final parameters next to the run
 (``params_rank<r>.safetensors``) so the test can compare the ranks with each other and with a
 one-process run."""
 
@@ -16,6 +16,8 @@ from safetensors.torch import save_file  # noqa: E402
 
 from mm_live import distributed, runs, training  # noqa: E402
 from mm_live.config import Config  # noqa: E402
+from mm_live.data.windows import clip_collection  # noqa: E402
+from mm_live.export import export_index  # noqa: E402
 
 
 class KeepModel(training.Trainer):
@@ -32,6 +34,10 @@ def main(plan_path: str) -> None:
     runs.Trainer = KeepModel  # the real runs.train, with a handle on this rank's model
     with distributed.session("cpu") as d:
         for case in json.loads(open(plan_path, encoding="utf-8").read()):
+            if "export" in case:  # export-index of a run trained above, each rank embedding its clips
+                export_index(case["export"], clip_collection(case["data"]), case["out"], device="cpu", progress=False,
+                             **case["options"])
+                continue
             KeepModel.stop_after = case.get("stop_after")
             runs.train(case["task"], case["data"], case["out"], config=Config.from_dict(case["config"]),
                        device="cpu", progress=False, **case.get("options", {}))

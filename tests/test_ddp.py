@@ -27,7 +27,9 @@ from mm_live.config import Config
 from mm_live.data.gifting import GiftSynthConfig, synthesize_gifting
 from mm_live.data.rooms import RoomsConfig, synthesize_rooms
 from mm_live.data.synthetic import SynthConfig, synthesize
+from mm_live.data.windows import clip_collection
 from mm_live.errors import ConfigError
+from mm_live.export import export_index
 from mm_live.tasks import get_task
 from mm_live.training import LoaderBatches, Shard, ShuffledBatches, Trainer
 
@@ -76,6 +78,8 @@ def _plan(tmp: Path) -> list[dict]:
          "config": _cfg("highlight", **{"media.frame_size": 32, "train.batch_size": 2, "highlight.window_steps": 3})},
         {"name": "gifting-titles", "task": "gifting", "data": str(gifts / "kuailive"), "config": _cfg("gifting", **gifting)},
         {"name": "em3-clips", "task": "em3", "data": str(rooms), "config": _cfg("em3", **em3)},
+        {"name": "index", "export": str(tmp / "highlight-clips"), "data": str(clips),
+         "options": {"segment_seconds": 2.0, "nbits": 2}},
     ]
 
 
@@ -164,6 +168,16 @@ def test_a_two_rank_run_stopped_and_resumed_ends_like_the_uninterrupted_one(ddp_
     whole, resumed = ddp_runs["highlight-features"], ddp_runs["highlight-features-resumed"]
     _assert_close(_params(resumed, 0), _params(whole, 0))
     assert _losses(resumed["out"]) == _losses(whole["out"])
+
+
+def test_two_rank_export_writes_the_index_one_process_writes(ddp_runs, tmp_path):
+    case = ddp_runs["index"]
+    out = Path(case["out"])
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".index")) == []  # staging removed
+    one = export_index(case["export"], clip_collection(case["data"]), tmp_path / "one", device="cpu", progress=False,
+                       **case["options"])
+    assert json.loads((out / "index.json").read_text()) == json.loads((one / "index.json").read_text())
+    assert (out / "index.faiss").read_bytes() == (one / "index.faiss").read_bytes()
 
 
 def test_each_rank_takes_a_contiguous_slice_of_every_global_batch():
