@@ -19,7 +19,7 @@ import numpy as np
 
 from mm_live.data.records import HighlightRecord, bad, get, number, numeric_array
 from mm_live.data.sources import missing_error
-from mm_live.errors import DataError
+from mm_live.errors import DataError, MMLiveError
 from mm_live.jsonl import iter_jsonl
 
 KNOWN_KEYS = ("stream_id", "clip", "comments", "streamer_id", "step_seconds", "labels")
@@ -74,7 +74,21 @@ def read_manifest(path: str | Path, split: str | None = None) -> list[HighlightR
 
 
 def check_media(records: list[HighlightRecord]) -> None:
-    """Raise ONE DataError listing every clip/comments file the records name but that does not exist."""
+    """Check every file the records name before any work starts: ONE DataError listing the clips and
+    comment logs that do not exist, else ONE DataError for the comment logs that do not parse
+    (training reads them lazily, so a broken line would otherwise stop it mid-epoch)."""
+    from mm_live.comments import read_comments
+
     missing = [str(p) for r in records for p in (r.clip, r.comments) if p is not None and not p.is_file()]
     if missing:
         raise missing_error("manifest media files", missing, "fix the paths (relative to the manifest)")
+    logs = list(dict.fromkeys(r.comments for r in records if r.comments is not None))
+    broken = []
+    for log in logs:
+        try:
+            read_comments(log, hint=None)  # training has no --skip-bad-lines
+        except MMLiveError as exc:
+            broken.append(str(exc))
+    if broken:
+        more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+        raise DataError(f"{len(broken)} of {len(logs)} comment logs of the manifest cannot be read{more}; first: {broken[0]}")

@@ -69,7 +69,7 @@ def _parse(record: dict[str, Any]) -> Comment:
     return Comment(t=t, user_id=str(user_id), text=text)
 
 
-def _csv_records(path: Path, skipped: list[tuple[int, str]] | None) -> Iterator[tuple[int, dict[str, str]]]:
+def _csv_records(path: Path, skipped: list[tuple[int, str]] | None, hint: str | None) -> Iterator[tuple[int, dict[str, str]]]:
     """(line number, record) for each non-blank CSV row (header t,user_id,text)."""
     with open_text(path, "comments", error=CommentsError, newline="") as fh:
         rows = iter_csv(fh, path, error=CommentsError)
@@ -85,17 +85,18 @@ def _csv_records(path: Path, skipped: list[tuple[int, str]] | None) -> Iterator[
                 continue
             if len(row) != len(header):
                 skip_or_raise(path, lineno, f"expected {len(header)} columns, got {len(row)}", "fix the line",
-                              error=CommentsError, skipped=skipped, hint=_SKIP_HINT)
+                              error=CommentsError, skipped=skipped, hint=hint)
             else:
                 yield lineno, dict(zip(header, row))
 
 
-def read_comments(path: str | Path, *, skip_bad_lines: bool = False) -> CommentLog:
+def read_comments(path: str | Path, *, skip_bad_lines: bool = False, hint: str | None = _SKIP_HINT) -> CommentLog:
     """Read a ``.jsonl`` or ``.csv`` comment log, sorted by time.
 
     A malformed line (not UTF-8, broken JSON, a missing or mistyped field, a negative time) raises
     :class:`CommentsError` naming the file and line, unless ``skip_bad_lines`` (then it is recorded
-    in ``CommentLog.skipped``). An empty file is an empty log. Any text is valid (emoji included);
+    in ``CommentLog.skipped``); ``hint`` is the alternative fix the message offers (None where the
+    command has no --skip-bad-lines). An empty file is an empty log. Any text is valid (emoji included);
     comments timed after the clip's end are kept here and simply fall in no step's bag.
     """
     path = check_file(path, "comments", error=CommentsError)
@@ -104,15 +105,15 @@ def read_comments(path: str | Path, *, skip_bad_lines: bool = False) -> CommentL
         raise CommentsError(f"{path}: comments must be a .jsonl or .csv file; convert it or rename it")
     skipped: list[tuple[int, str]] | None = [] if skip_bad_lines else None
     if suffix == ".csv":
-        records = _csv_records(path, skipped)
+        records = _csv_records(path, skipped, hint)
     else:
-        records = iter_jsonl(path, "comments", error=CommentsError, skipped=skipped, hint=_SKIP_HINT)
+        records = iter_jsonl(path, "comments", error=CommentsError, skipped=skipped, hint=hint)
     comments: list[Comment] = []
     for lineno, record in records:
         try:
             comments.append(_parse(record))
         except _BadLine as exc:
-            skip_or_raise(path, lineno, str(exc), "fix the line", error=CommentsError, skipped=skipped, hint=_SKIP_HINT)
+            skip_or_raise(path, lineno, str(exc), "fix the line", error=CommentsError, skipped=skipped, hint=hint)
     comments.sort(key=lambda c: c.t)
     return CommentLog(path=str(path), comments=comments, skipped=skipped or [])
 

@@ -205,6 +205,16 @@ def case_manifest_duplicate_stream(inp, tmp):
 
 
 @case
+def case_manifest_stream_comments_broken(inp, tmp):
+    """A comment log is read lazily during training: found up front instead, before --out is made."""
+    comments = _write(tmp / "s1.comments.jsonl", '{"t": 0.5, "user_id": "u", "text": "ok"}\n{"t": 1.0, "user_id"\n')
+    streams = [_stream(f"s{i}", str(inp.clip)) | {"comments": str(comments if i == 3 else inp.comments)} for i in range(4)]
+    m = _manifest(inp, tmp, streams)
+    argv, out = _train_manifest(inp, tmp, m)
+    return Bad(argv, [f"{comments}:2", "1 of 2 comment logs"], "fix the line", out)
+
+
+@case
 def case_manifest_empty(inp, tmp):
     m = _write(tmp / "manifest.jsonl", b"")
     argv, out = _train_manifest(inp, tmp, m)
