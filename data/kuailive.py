@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from mm_live.data.records import bad
-from mm_live.data.sources import read_array
+from mm_live.data.sources import check_finite, read_array
 from mm_live.errors import DataError
 from mm_live.jsonl import iter_csv, open_text
 
@@ -171,6 +171,7 @@ def read_kuailive(root: str | Path) -> KuaiLive:
     titles = read_array(title_path)
     if titles.ndim != 2 or not np.issubdtype(titles.dtype, np.floating):
         raise DataError(f"{title_path}: expected a float matrix [n_rooms, d], got {titles.dtype} {titles.shape}")
+    check_finite(titles, title_path, "title embeddings")
     room = tables["room"]
     if "live_name_id" in room.columns:
         ids = room["live_name_id"]

@@ -107,4 +107,21 @@ def load_features(path: str | Path, key: str | None = None) -> np.ndarray:
     arr = read_array(path, key)
     if arr.ndim != 2:
         raise DataError(f"{path}: features must be [T, d], got shape {arr.shape}")
+    check_finite(arr, path, "features")
     return arr.astype(np.float32, copy=False)
+
+
+def check_finite(arr: np.ndarray, path: str | Path, what: str) -> None:
+    """Refuse a numeric matrix with NaN/inf (or, once cast to float32, overflowing) values: training on
+    it gives NaN losses with no word about why. Checked in row chunks (title matrices are GBs)."""
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{path}: {what} must be numbers, got dtype {arr.dtype}; re-create the file")
+    if arr.dtype.kind != "f":
+        return  # integers and booleans are finite and fit float32's range
+    limit = np.finfo(np.float32).max
+    for start in range(0, len(arr), 1 << 16):
+        bad = ~(np.abs(arr[start : start + (1 << 16)]) <= limit)
+        if bad.any():
+            row = start + int(np.argwhere(bad)[0][0])
+            raise DataError(f"{path}: {what} hold NaN, infinite or out-of-float32-range values (first in row {row}); "
+                            "re-create the file")

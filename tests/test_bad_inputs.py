@@ -288,6 +288,18 @@ def case_features_corrupt_npz(inp, tmp):
 
 
 @case
+def case_features_hold_nan(inp, tmp):
+    ann = _qvh(tmp, ["v0"])
+    (tmp / "feat").mkdir()
+    feats = np.ones((4, 6), np.float32)
+    feats[2, 3] = np.nan
+    np.save(tmp / "feat" / "v0.npy", feats)
+    argv = ["train", "highlight", "--dataset", "qvhighlights", "--data", str(ann), "--features", str(tmp / "feat"),
+            "--out", str(tmp / "run"), "--config", str(inp.config)]
+    return Bad(argv, [str(tmp / "feat" / "v0.npy"), "NaN", "row 2"], "re-create", tmp / "run")
+
+
+@case
 def case_features_empty_file(inp, tmp):
     ann = _qvh(tmp, ["v0"])
     bad = _write(tmp / "feat" / "v0.npy", b"")

@@ -203,7 +203,7 @@ def test_kuailive_table(folder, table, data):
 
 @FUZZ
 @given(rows=st.lists(st.tuples(st.integers(-3, 3), st.integers(-3, 3)), max_size=4),
-       titles=st.sampled_from(["ok", "ragged", "pickle", "junk", "3d", "ints"]))
+       titles=st.sampled_from(["ok", "ragged", "pickle", "junk", "3d", "ints", "nan", "text"]))
 def test_kuailive_folder(folder, rows, titles):
     """Room ids against the title matrix (live_name_id out of range, wrong shapes, pickled or junk files)."""
     root = folder / "kuailive"
@@ -220,7 +220,8 @@ def test_kuailive_folder(folder, rows, titles):
         path.write_bytes(b"\x93NUMPY\x01\x00{'descr': '<f4', 'fortran_order': False, 'shape': (9, 9), }  \n")
     else:
         np.save(path, {"ok": np.zeros((3, 4), np.float32), "ragged": np.zeros((3, 4), np.float32)[:, :0],
-                       "3d": np.zeros((2, 2, 2), np.float32), "ints": np.zeros((3, 4), np.int64)}[titles])
+                       "3d": np.zeros((2, 2, 2), np.float32), "ints": np.zeros((3, 4), np.int64),
+                       "nan": np.full((3, 4), np.nan, np.float32), "text": np.full((3, 4), "a")}[titles])
     parses_or_refuses(read_kuailive, root)
 
 
