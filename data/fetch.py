@@ -300,6 +300,7 @@ def unpack(archive: str | Path, dest: str | Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         if zipfile.is_zipfile(archive):
+            # zipfile has no extraction filter like tarfile's 'data' filter: check every member here.
             with zipfile.ZipFile(archive) as zf:
                 root = tmp.resolve()
                 for info in zf.infolist():
