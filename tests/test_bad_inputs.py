@@ -721,6 +721,11 @@ def test_unexpected_exception_is_one_line_with_a_crash_log(monkeypatch, tmp_path
     text = logs[0].read_text(encoding="utf-8")
     assert "Traceback" in text and "in boom" in text and "mm-live " in text and "eval" in text
 
+    monkeypatch.setenv("MM_LIVE_CRASH_DIR", str(_write(tmp_path / "a-file", b"")))  # the log cannot be written
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no crash log" in err and "MM_LIVE_DEBUG=1" in err
+
     monkeypatch.setenv("MM_LIVE_DEBUG", "1")  # developers get the exception itself
     with pytest.raises(ZeroDivisionError):
         cli.main(argv)
