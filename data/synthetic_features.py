@@ -92,3 +92,16 @@ def segment_truth(record: Any, first_step: int, n_steps: int) -> tuple[int, int]
         overlap[kind] += max(0.0, min(b, e) - max(a, s))
     kind = max(EVENT_KINDS[1:], key=lambda k: overlap[k])
     return int(overlap["highlight"] >= (b - a) / 2), EVENT_KINDS.index(kind) if overlap[kind] > 0 else 0
+
+
+def segment_labels(items: list, spans: list[list[tuple[int, int]]]) -> dict[str, np.ndarray]:
+    """Labels of every segment of ``items`` (``spans[i]``: (first step, steps) of item i's segments),
+    in order: ``stream`` (item index), ``event`` and ``kind`` (:func:`segment_truth`) and ``both``
+    (stream and event together)."""
+    stream, event, kind = [], [], []
+    for i, ((rec, *_), item_spans) in enumerate(zip(items, spans)):
+        for first, n in item_spans:
+            hl, kd = segment_truth(rec, first, n)
+            stream.append(i), event.append(hl), kind.append(kd)
+    stream, event = np.array(stream), np.array(event)
+    return {"stream": stream, "event": event, "kind": np.array(kind), "both": stream * 2 + event}

@@ -126,7 +126,8 @@ class AudioEncoderConfig:
 
 @dataclass
 class CommentEncoderConfig:
-    backbone: str = _choice("minilm", "minilm", "tiny", open_ended="a local Hugging Face text checkpoint directory")
+    # "use-multilingual": multilingual USE v3 for chat that is not English (docs/chat.md)
+    backbone: str = _choice("minilm", "minilm", "use-multilingual", "tiny", open_ended="a local Hugging Face text checkpoint directory")
     max_tokens: int = 32  # tokens per comment
     max_comments_per_step: int = 16  # most recent comments kept in one look-back bag
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -288,6 +289,7 @@ class QuantConfig:
     # codewords re-seeded every restart_every steps. False: codebooks are fitted after training (post hoc).
     learn: bool = False
     restart_every: int = 100
+    ema: float = 0.99  # learned codebooks follow running means of their vectors (0: gradient steps on the codebook loss)
 
     def validate(self, p: str) -> None:
         _positive(self.m, f"{p}.m")
@@ -295,15 +297,20 @@ class QuantConfig:
         _in_range(self.commitment, f"{p}.commitment", 0.0, 1e6)
         _in_range(self.ivf_lists, f"{p}.ivf_lists", 0, 1 << 24)
         _positive(self.restart_every, f"{p}.restart_every")
+        _in_range(self.ema, f"{p}.ema", 0.0, 0.999)
 
 
 @dataclass
 class TrainConfig:
-    lr: float = 3e-4
+    # Defaults sized for a small dataset on 2 CPU cores (16 streams x 60 s: 36 optimizer steps of 2
+    # windows, held-out highlight scores 3.5x the rest; docs/results.md "Training defaults"): small
+    # batches give more optimizer steps per pass over the data and a quarter of batch 8's memory.
+    lr: float = 1e-3
     weight_decay: float = 0.01
-    warmup_steps: int = 10
-    epochs: int = 10
-    batch_size: int = 8
+    warmup_steps: int | None = None  # linear warm-up length; None: warmup_fraction of the run's optimizer steps
+    warmup_fraction: float = 0.1
+    epochs: int = 6
+    batch_size: int = 2
     grad_clip: float = 1.0
     grad_accum: int = 1
     eval_every: int = 50
@@ -316,7 +323,9 @@ class TrainConfig:
     def validate(self, p: str) -> None:
         _positive(self.lr, f"{p}.lr")
         _in_range(self.weight_decay, f"{p}.weight_decay", 0.0, 10.0)
-        _in_range(self.warmup_steps, f"{p}.warmup_steps", 0, 1 << 30)
+        if self.warmup_steps is not None:
+            _in_range(self.warmup_steps, f"{p}.warmup_steps", 0, 1 << 30)
+        _in_range(self.warmup_fraction, f"{p}.warmup_fraction", 0.0, 1.0)
         for name in ("epochs", "batch_size", "grad_accum", "eval_every"):
             _positive(getattr(self, name), f"{p}.{name}")
         _in_range(self.grad_clip, f"{p}.grad_clip", 0.0, 1e9)

@@ -60,11 +60,13 @@ class ProductQuantizer(nn.Module):
     ``ProductQuantizer.centroids`` -- so export to faiss is a reshape (see :mod:`mm_live.index`).
     """
 
-    def __init__(self, d: int, m: int = 8, nbits: int = 8, commitment: float = 0.25):
+    def __init__(self, d: int, m: int = 8, nbits: int = 8, commitment: float = 0.25, ema: float = 0.0):
         super().__init__()
         check_pq_shape(d, m, nbits)
+        if not 0.0 <= ema < 1.0:
+            raise ConfigError(f"quant.ema={ema} must be in [0, 1): 0 trains codebooks by gradient, 0.99 is usual for EMA")
         self.d, self.m, self.nbits, self.k, self.dsub = d, m, nbits, 1 << nbits, d // m
-        self.commitment = commitment
+        self.commitment, self.ema = commitment, ema
         self.codebooks = nn.Parameter(torch.zeros(m, self.k, self.dsub))
         # Saved with the weights, so a loaded checkpoint knows whether its codebooks were ever fitted.
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
@@ -73,12 +75,15 @@ class ProductQuantizer(nn.Module):
         # train_forward: optimizer steps taken with fitted codebooks (saved: restarts keep their cadence
         # on resume), and the embeddings collected for the k-means start (not saved: refilled on resume).
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        if ema > 0:  # running codeword counts and sums of the vectors assigned to them (VQ-VAE's EMA k-means)
+            self.register_buffer("ema_count", torch.ones(m, self.k))
+            self.register_buffer("ema_sum", torch.zeros(m, self.k, self.dsub))
         self._start: list[torch.Tensor] = []
 
     @classmethod
     def from_config(cls, cfg, d: int) -> "ProductQuantizer":
-        """Build from the project's ``QuantConfig`` (m, nbits, commitment) for embeddings of size ``d``."""
-        return cls(d, cfg.m, cfg.nbits, cfg.commitment)
+        """Build from the project's ``QuantConfig`` (m, nbits, commitment, ema) for embeddings of size ``d``."""
+        return cls(d, cfg.m, cfg.nbits, cfg.commitment, cfg.ema)
 
     # -- fitting ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -104,6 +109,9 @@ class ProductQuantizer(nn.Module):
         centroids = faiss.vector_to_array(pq.centroids).reshape(self.m, self.k, self.dsub)
         self.codebooks.copy_(torch.from_numpy(centroids))
         self.fitted.fill_(True)
+        if self.ema > 0:
+            self.ema_count.fill_(1.0)
+            self.ema_sum.copy_(self.codebooks)
         return self
 
     def _check_fitted(self) -> None:
@@ -132,7 +140,9 @@ class ProductQuantizer(nn.Module):
 
         loss = ||sg(x) - q||^2 (moves codewords to the data) + commitment * ||x - sg(q)||^2 (keeps
         the embedding near its codewords), each a mean over elements; ``quantized`` carries ``q``
-        forward and passes the gradient straight through to ``x``.
+        forward and passes the gradient straight through to ``x``. With ``ema > 0`` the codewords
+        are instead moved in training mode by exponential moving averages of the vectors assigned
+        to them (:meth:`_ema_update`), and the loss is the commitment term alone.
         """
         self._check_fitted()
         lead = x.shape[:-1]
@@ -140,8 +150,12 @@ class ProductQuantizer(nn.Module):
         codes = self.assign(flat.detach())
         if self.training:  # running statistics, like BatchNorm's: which codewords are alive
             self.usage.scatter_add_(1, codes.t(), torch.ones_like(codes.t(), dtype=self.usage.dtype))
+            if self.ema > 0:
+                self._ema_update(flat.detach(), codes)
         q = self.lookup(codes)
-        loss = F.mse_loss(q, flat.detach()) + self.commitment * F.mse_loss(flat, q.detach())
+        loss = self.commitment * F.mse_loss(flat, q.detach())
+        if self.ema == 0:
+            loss = loss + F.mse_loss(q, flat.detach())
         quantized = flat + (q - flat).detach()
         return PQOutput(quantized.reshape(*lead, self.d), codes.reshape(*lead, self.m), loss)
 
@@ -166,6 +180,24 @@ class ProductQuantizer(nn.Module):
         return out
 
     @torch.no_grad()
+    def _ema_update(self, x: torch.Tensor, codes: torch.Tensor) -> None:
+        """x [n, d], codes [n, m]: ``N_k <- γ N_k + (1-γ) n_k``, ``S_k <- γ S_k + (1-γ) Σ x``, codeword
+        ``S_k / N_k`` (counts Laplace-smoothed so an unchosen codeword never divides by zero). Gradient
+        steps move a codeword by at most the learning rate per step, so early in training, while the
+        embedding still moves fast, they trail it; the running means follow it within ~1/(1-γ) steps."""
+        xs = x.reshape(-1, self.m, self.dsub).to(self.ema_sum.dtype)
+        count = torch.zeros_like(self.ema_count).scatter_add_(1, codes.t(), torch.ones_like(codes.t(), dtype=xs.dtype))
+        sums = torch.zeros_like(self.ema_sum)
+        for j in range(self.m):
+            sums[j].index_add_(0, codes[:, j], xs[:, j])
+        g = self.ema
+        self.ema_count.mul_(g).add_(count, alpha=1 - g)
+        self.ema_sum.mul_(g).add_(sums, alpha=1 - g)
+        total = self.ema_count.sum(1, keepdim=True)
+        smoothed = (self.ema_count + 1e-5) / (total + self.k * 1e-5) * total
+        self.codebooks.copy_(self.ema_sum / smoothed.unsqueeze(-1))
+
+    @torch.no_grad()
     def restart_unused(self, x: torch.Tensor, generator: torch.Generator | None = None) -> int:
         """Re-seed codewords no training forward chose since the last call with random sub-vectors
         of ``x`` [n, d] (a recent batch of embeddings); reset the counts; return how many moved.
@@ -180,6 +212,9 @@ class ProductQuantizer(nn.Module):
         for j in torch.nonzero(dead.any(1)).flatten().tolist():
             idx = torch.randint(sub.shape[0], (int(dead[j].sum()),), generator=generator, device=sub.device)
             self.codebooks[j, dead[j]] = sub[idx, j]
+            if self.ema > 0:  # the running means restart from the new codeword with an average count
+                self.ema_count[j, dead[j]] = self.ema_count[j, ~dead[j]].mean() if (~dead[j]).any() else 1.0
+                self.ema_sum[j, dead[j]] = self.codebooks[j, dead[j]] * self.ema_count[j, dead[j]].unsqueeze(-1)
         self.usage.zero_()
         return int(dead.sum())
 

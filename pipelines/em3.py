@@ -52,7 +52,7 @@ from mm_live.metrics import auc, gauc
 from mm_live.multimodal import MultimodalEncoder, MultimodalInputs
 from mm_live.ops import hash_id
 from mm_live.runtime import eval_mode
-from mm_live.scoring import ClipSource, ScoreResult, encode_clip, finish_scores
+from mm_live.scoring import ClipSource, ScoreResult, encode_clip, finish_scores, segment_masks
 from mm_live.streams import LRU, clip_kwargs, comment_bags
 from mm_live.tasks import Task, TaskData, register
 from mm_live.training import ShuffledBatches, StepOutput
@@ -441,6 +441,9 @@ class EM3Task(Task):
         options.pop("streamer_id", None)  # a room's content, not its streamer, is what EM3 scores
         return score_clip(clip, checkpoint, user_id=user_id, **options)
 
+    def embed_clip(self, model: nn.Module, source: Any, **options: Any) -> tuple[np.ndarray, list[tuple[float, float]]]:
+        return embed_clip(model, source, **options)
+
 
 register(EM3Task())
 
@@ -483,6 +486,32 @@ def user_history(model: EM3Model, user_id: str, device: torch.device) -> tuple[t
     return vec[None], torch.from_numpy(valid).to(device)[None], int(valid.sum())
 
 
+def _step_content(model: EM3Model, source: ClipSource, encode_batch: int = 32) -> tuple[torch.Tensor, Any]:
+    """(Fusion-Q-Former embeddings [T, d_emb] of every step, the EncodedClip): what a room's content averages."""
+    if model.content is None or not isinstance(model.content, ClipContent):
+        raise ConfigError("this EM3 run has no clip content model (IDs only or title embeddings); "
+                          "embedding clips needs a clip-route EM3 run with content")
+    encoder, dev = model.content.encoder, next(model.parameters()).device
+    enc = encode_clip(source, model.cfg, encoder, lambda inputs: encoder(inputs).embedding, encode_batch=encode_batch, device=dev)
+    return torch.cat(enc.outputs), enc
+
+
+def embed_clip(model: EM3Model, source: ClipSource, *, segment_seconds: float | None = None,
+               streamer_id: str | None = None) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """The room content embedding c (what the ranker and the CIC loss train), of the whole clip or of
+    each ``segment_seconds`` segment: step embeddings averaged and L2-normalised, as a room's
+    ``em3.segment_steps`` steps are in training. ``streamer_id`` is ignored (EM3 content is not
+    streamer-conditioned)."""
+    steps, enc = _step_content(model, source)
+    step, starts = model.cfg.media.step_seconds, enc.step_starts
+    with torch.inference_mode():
+        if segment_seconds is None:
+            return F.normalize(steps.mean(0, keepdim=True), dim=-1).float().cpu().numpy(), [(float(starts[0]), float(starts[-1] + step))]
+        masks, spans = segment_masks(starts, step, segment_seconds)
+        m = masks.to(steps)  # [n, T] float on the steps' device
+        return F.normalize(m @ steps / m.sum(1, keepdim=True), dim=-1).float().cpu().numpy(), spans
+
+
 def score_clip(clip: str | Path, checkpoint: str | Path | None = None, *, user_id: str | None = None,
                comments: str | Path | None = None, out_dir: str | Path | None = None, top_k: int | None = None,
                skip_bad_lines: bool = False, encode_batch: int = 32, model: EM3Model | None = None,
@@ -496,10 +525,8 @@ def score_clip(clip: str | Path, checkpoint: str | Path | None = None, *, user_i
     source = ClipSource.open(clip, comments, skip_bad_lines=skip_bad_lines)
     model = model if model is not None else load_model(checkpoint, device)
     cfg, dev = model.cfg, next(model.parameters()).device
-    encoder = model.content.encoder
-    enc = encode_clip(source, cfg, encoder, lambda inputs: encoder(inputs).embedding, encode_batch=encode_batch, device=dev)
+    steps, enc = _step_content(model, source, encode_batch)  # [T, d_emb]
     with torch.inference_mode():
-        steps = torch.cat(enc.outputs)  # [T, d_emb]
         s = cfg.em3.segment_steps
         csum = torch.cat([steps.new_zeros(1, steps.shape[1]), steps.cumsum(0)])
         idx = torch.arange(1, len(steps) + 1, device=dev)

@@ -49,7 +49,7 @@ from mm_live.graph_pretrain import LightGCNConfig, init_embedding, pretrain_ligh
 from mm_live.metrics import auc, gauc, uauc
 from mm_live.multimodal import MultimodalEncoder, MultimodalInputs
 from mm_live.runtime import eval_mode
-from mm_live.scoring import ClipSource, ScoreResult, encode_clip, finish_scores
+from mm_live.scoring import ClipSource, ScoreResult, encode_clip, finish_scores, segment_masks
 from mm_live.streams import ClipWindows
 from mm_live.tasks import Task, TaskData, register
 from mm_live.training import IndexBatches, ShuffledBatches, StepOutput
@@ -385,6 +385,9 @@ class GiftingTask(Task):
     def score(self, clip: Any, checkpoint: Any, **options: Any) -> ScoreResult:
         return score_clip(clip, checkpoint, **options)
 
+    def embed_clip(self, model: nn.Module, source: Any, **options: Any) -> tuple[np.ndarray, list[tuple[float, float]]]:
+        return embed_clip(model, source, **options)
+
 
 register(GiftingTask())
 
@@ -429,12 +432,41 @@ def score_clip(clip: str | Path, checkpoint: str | Path, *, user_id: str | None 
                          extra={"task": KIND, "score": "P(gift)", **who})
 
 
+def _encode_steps(model: GiftingModel, source: ClipSource, a: int, device: torch.device) -> tuple[torch.Tensor, Any]:
+    """(streamer-conditioned MFQ step embeddings [T, d_emb], the EncodedClip) of the clip for streamer ``a`` (-1: new)."""
+    streamer = torch.tensor([a], device=device)
+    enc = encode_clip(source, model.cfg, model.encoder, lambda x: model.step_embeddings(x, streamer.expand(len(x))), device=device)
+    return torch.cat(enc.outputs), enc
+
+
+def embed_clip(model: GiftingModel, source: ClipSource, *, segment_seconds: float | None = None,
+               streamer_id: str | None = None) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """The live content the ranker reads, as a clip or segment embedding: the streamer-conditioned
+    MFQ step embeddings (trained by the gifting loss through the segment projection) averaged over
+    the clip or over each ``segment_seconds`` segment, L2-normalised. A streamer outside the run's
+    vocabulary (or none) is conditioned on the mean streamer embedding, as ``--streamer new`` scores."""
+    if model.encoder is None:
+        raise ConfigError("this gifting run was trained without clip content (title embeddings or none); "
+                          "export-index needs a gifting run trained on room clips")
+    try:
+        a = -1 if streamer_id is None else vocab_index(model, "streamer", str(streamer_id))
+    except DataError:
+        a = -1
+    dev = next(model.parameters()).device
+    with torch.inference_mode():
+        steps, enc = _encode_steps(model, source, a, dev)
+        step, starts = model.cfg.media.step_seconds, enc.step_starts
+        if segment_seconds is None:
+            return F.normalize(steps.mean(0, keepdim=True), dim=-1).float().cpu().numpy(), [(float(starts[0]), float(starts[-1] + step))]
+        masks, spans = segment_masks(starts, step, segment_seconds)
+        m = masks.to(steps)  # [n, T] float on the steps' device
+        return F.normalize(m @ steps / m.sum(1, keepdim=True), dim=-1).float().cpu().numpy(), spans
+
+
 def _score_steps(model: GiftingModel, cfg: Config, source: ClipSource, u: int, a: int,
                  device: torch.device) -> tuple[np.ndarray, torch.Tensor, Any]:
     """(P(gift) [T], step embeddings [T, d_emb], the EncodedClip) for user ``u``, streamer ``a`` (-1: new)."""
-    streamer = torch.tensor([a], device=device)
-    enc = encode_clip(source, cfg, model.encoder, lambda x: model.step_embeddings(x, streamer.expand(len(x))), device=device)
-    steps = torch.cat(enc.outputs)  # [T, d_emb]
+    steps, enc = _encode_steps(model, source, a, device)
     t = torch.arange(len(steps), device=device)
     index = (t[:, None] - torch.arange(cfg.gifting.segment_steps - 1, -1, -1, device=device)).clamp(min=0)  # [T, S]
     nbrs = {}

@@ -151,3 +151,28 @@ def test_approx_attention_picks_the_exact_top_k_of_the_decoded_items(nbits, shar
 def test_shortlist_smaller_than_top_k_is_refused(fitted):
     with pytest.raises(ConfigError, match="top_k <= shortlist"):
         ApproxTargetAttention(fitted[1], top_k=10, shortlist=5)
+
+
+def test_ema_codebooks_follow_the_embedding_as_it_moves():
+    x = torch.tensor(unit_vectors(400, 16, seed=4))
+    moved = x + 0.5  # the embedding drifted after the k-means start
+    err = lambda pq: float(((pq.decode(pq.encode(moved)) - moved) ** 2).mean())  # noqa: E731
+    kmeans = err(ProductQuantizer(16, m=4, nbits=3).fit(moved))
+    ema, stale = ProductQuantizer(16, m=4, nbits=3, ema=0.9).fit(x), ProductQuantizer(16, m=4, nbits=3).fit(x)
+    for _ in range(50):  # training-mode forwards move EMA codewords (no optimizer involved)
+        ema(moved)
+    assert err(ema) < 1.4 * kmeans and err(stale) > 4 * kmeans
+    assert ema(moved).loss.item() == pytest.approx(0.25 * err(ema), rel=1e-3)  # the commitment term only
+
+
+def test_train_forward_collects_a_kmeans_start_then_quantizes_and_restarts():
+    pq = ProductQuantizer(16, m=4, nbits=3, ema=0.9)  # K = 8: the start needs 4 * 8 = 32 vectors
+    x = torch.tensor(unit_vectors(400, 16, seed=5))
+    assert pq.train_forward(x[:20]) is None and not bool(pq.fitted)
+    out = pq.train_forward(x[20:40], restart_every=2)  # 40 collected: fitted, then quantized
+    assert bool(pq.fitted) and out.codes.shape == (20, 4) and int(pq.steps) == 1
+    pq.usage.zero_()
+    before = pq.codebooks.detach().clone()
+    pq.train_forward(x[:1], restart_every=2)  # one vector uses one codeword per sub-space; the rest restart
+    assert int(pq.steps) == 2 and int((pq.codebooks != before).any(-1).sum()) >= 4 * 6
+    assert pq.usage.sum() == 0

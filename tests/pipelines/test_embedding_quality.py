@@ -16,7 +16,7 @@ import torch
 
 from mm_live.config import Config
 from mm_live.data.synthetic import SynthConfig
-from mm_live.data.synthetic_features import TEXT_DIM, VIDEO_DIM, segment_truth, synthetic_feature_items
+from mm_live.data.synthetic_features import TEXT_DIM, VIDEO_DIM, segment_labels, synthetic_feature_items
 from mm_live.neighbours import chance_rate, neighbour_rates
 from mm_live.pipelines.highlight import build_model, collate, embed_features
 from mm_live.quantization import learned_codebooks
@@ -48,15 +48,8 @@ def train_model(cfg: Config, items, out, steps: int):
 
 
 def probe(model, items) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    vecs, stream, event = [], [], []
-    for i, (rec, video, text, _) in enumerate(items):
-        v, spans = embed_features(model, video, text, SEGMENT)
-        vecs.append(v)
-        for first, n in spans:
-            stream.append(i)
-            event.append(segment_truth(rec, first, n)[0])
-    stream, event = np.array(stream), np.array(event)
-    return np.concatenate(vecs), {"stream": stream, "event": event, "both": stream * 2 + event}
+    out = [embed_features(model, video, text, SEGMENT) for _, video, text, _ in items]
+    return np.concatenate([v for v, _ in out]), segment_labels(items, [spans for _, spans in out])
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +93,38 @@ def test_learned_codebooks_train_with_the_model(tmp_path):
     assert codebooks is not None and codebooks.shape == (4, 16, 4)
     assert int(model.quantizer.steps) > 0  # k-means start done, then straight-through steps
     assert learned_codebooks(build_model(feature_cfg())) is None
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    from mm_live.video_writer import write_video
+
+    path = tmp_path_factory.mktemp("clip") / "c.mp4"
+    g = np.random.default_rng(0)
+    write_video(path, (g.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(12)), fps=2)
+    return path
+
+
+@pytest.mark.parametrize("task", ["gifting", "em3"])
+def test_every_task_embeds_clips_and_segments_for_export(task, clip):
+    from mm_live.scoring import ClipSource
+    from mm_live.tasks import get_task
+    from tiny_config import TINY  # tests/pipelines/tiny_config.py
+
+    over = {"task.name": task, "media.frame_size": 32}
+    if task == "gifting":
+        over |= {"gifting.n_users": 3, "gifting.n_streamers": 2, "gifting.d_model": 8, "fusion.streamer_dim": 8}
+    else:
+        over |= {"em3.d_id": 8, "em3.d_hidden": 8, "em3.n_items": 64}
+    t = get_task(task)
+    torch.manual_seed(0)
+    model = t.build_model(Config.from_dict(TINY).replace(**over)).eval()
+    source = ClipSource.open(clip)
+    whole, span = t.embed_clip(model, source, streamer_id="999")  # a streamer the run never saw: mean embedding
+    segs, spans = t.embed_clip(model, source, segment_seconds=2)
+    assert whole.shape == (1, 16) and segs.shape == (3, 16) and span == [(0.0, 6.0)]
+    assert spans == [(0.0, 2.0), (2.0, 4.0), (4.0, 6.0)]
+    np.testing.assert_allclose(np.linalg.norm(segs, axis=1), 1.0, rtol=1e-5)
+    # A segment averages its own steps: one as long as the clip is the clip's embedding.
+    np.testing.assert_allclose(t.embed_clip(model, source, segment_seconds=6)[0], whole, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(segs[0], segs[1])
