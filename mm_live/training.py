@@ -38,6 +38,8 @@ from mm_live.errors import CheckpointError, ConfigError
 from mm_live.fileio import existing_dir
 from mm_live.runtime import autocast
 
+_COUNT = "__micro_batches__"  # key of the micro-batch count among the logged parts while they are summed
+
 # Config fields that change how a run computes, not what it computes: they may differ on --resume.
 RUNTIME_FIELDS = ("train.threads", "train.num_workers", "train.cache_mb", "encoders.cache_dir", "em3.cache_mb", "em3.data")
 
@@ -334,10 +336,15 @@ class Trainer:
                             loss, parts = run_step(to_device(batch, self.device))
                         (loss * (weight / tc.grad_accum)).backward()
                     for k, v in {"loss": float(loss.detach()), **parts}.items():
-                        accum_parts[k] = accum_parts.get(k, 0.0) + weight * v / tc.grad_accum
+                        accum_parts[k] = accum_parts.get(k, 0.0) + weight * v
+                    accum_parts[_COUNT] = accum_parts.get(_COUNT, 0.0) + weight
                     if not sync:
                         continue
+                    # logged: the mean over the micro-batches of the step, on every rank (a short last
+                    # step and a rank's empty slice do not dilute it)
                     accum_parts = distributed.mean(accum_parts)
+                    count = accum_parts.pop(_COUNT)
+                    accum_parts = {k: v / count for k, v in accum_parts.items()}
                     grad_norm = (float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip))
                                  if tc.grad_clip > 0 else 0.0)
                     self.optimizer.step()
