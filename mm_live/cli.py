@@ -52,6 +52,7 @@ def _cmd_data_rooms(args: argparse.Namespace) -> int:
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
     from mm_live.data.fetch import fetch
 
+    check_output(args.out)
     res = fetch(args.dataset, args.out, features=args.features, allow_unverified=args.allow_unverified)
     print(f"{len(res.files)} files in {res.out} ({len(res.skipped)} already there); licence: {res.licence}")
     return 0
@@ -60,6 +61,7 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
 def _cmd_data_manifest(args: argparse.Namespace) -> int:
     from mm_live.data.public_manifest import write_public_manifest
 
+    check_output(args.out, kind="file")
     summary = write_public_manifest(args.dataset, args.annotations, args.videos, args.out, strict=args.strict)
     print(summary.describe())
     return 0
@@ -68,6 +70,7 @@ def _cmd_data_manifest(args: argparse.Namespace) -> int:
 def _cmd_data_features(args: argparse.Namespace) -> int:
     from mm_live.data.features import extract_features
 
+    check_output(args.out)
     summary = extract_features(args.videos, args.out, checkpoint=args.checkpoint, config=args.config,
                                dataset=args.dataset, step_seconds=args.step_seconds, batch=args.batch,
                                device=args.device)
@@ -96,6 +99,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_watch(args: argparse.Namespace) -> int:
     from mm_live.live import watch
 
+    check_output(args.out)
     summary = watch(args.source, args.checkpoint, args.out, comments=args.comments, cut=args.cut, json_out=args.json,
                     lead_in=args.lead_in, stall_timeout=args.stall_timeout, streamer_id=args.streamer_id,
                     skip_bad_lines=args.skip_bad_lines, device=args.device)

@@ -458,6 +458,29 @@ def case_train_out_not_writable(inp, tmp):
     return Bad(argv, [str(out)], "--out", out)
 
 
+def _out_case(name: str, argv_of: Callable[[Inputs, Path, Path], list[str]], kind: str) -> None:
+    """The other commands that write: ``--out`` a file where a folder goes (or the reverse), refused first."""
+    def build(inp: Inputs, tmp: Path) -> Bad:
+        out = _write(tmp / "out", b"a file") if kind == "dir" else _mkdir(tmp / "out")
+        what = "not a directory" if kind == "dir" else "is a directory"
+        return Bad(argv_of(inp, tmp, out), [f"--out {out}", what], "pass a f", None, keep=[out] if kind == "dir" else [])
+
+    CASES[name] = build
+
+
+for _args in [
+    ("data_fetch_out_is_a_file", lambda inp, tmp, out: ["data", "fetch", "qvhighlights", "--out", str(out)], "dir"),
+    ("data_features_out_is_a_file", lambda inp, tmp, out: ["data", "features", "--videos", str(inp.root), "--out", str(out)],
+     "dir"),
+    ("data_manifest_out_is_a_directory", lambda inp, tmp, out: [
+        "data", "manifest", "--dataset", "qvhighlights", "--annotations", str(_qvh(tmp, ["v0"])), "--videos", str(inp.root),
+        "--out", str(out)], "file"),
+    ("watch_out_is_a_file", lambda inp, tmp, out: ["watch", str(inp.clip), "--checkpoint", str(inp.clip_run), "--out",
+                                                   str(out)], "dir"),
+]:
+    _out_case(*_args)
+
+
 # -- clips
 
 
