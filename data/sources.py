@@ -32,7 +32,7 @@ def missing_error(what: str, names: list[str], fix: str) -> DataError:
 
 def _pair(records: list[HighlightRecord], folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path]:
     if not folder.is_dir():
-        raise DataError(f"{what} folder not found: {folder}")
+        raise DataError(f"{what} folder not found: {folder}; check the path (a folder of <video_id>{{{','.join(suffixes)}}} files)")
     names = {p.name for p in folder.iterdir()}
     found: dict[str, Path] = {}
     missing: list[str] = []
