@@ -140,7 +140,7 @@ def _align(records: list[HighlightRecord], preds: dict[str, _Pred], pred_path: P
 
 def _labelled(records: list[HighlightRecord], path: Path) -> list[HighlightRecord]:
     if not records:
-        raise DataError(f"{path}: no annotated records")
+        raise DataError(f"{path}: no annotated records; pass the dataset's annotation file")
     if any(r.labels is None for r in records):
         raise DataError(f"{path}: has no labels (e.g. saliency_scores); the test split cannot be evaluated locally")
     return records
@@ -208,7 +208,7 @@ def _eval_klive(ann: Path, preds: dict[str, _Pred], pred_path: Path) -> tuple[li
     if ann.is_dir():
         logs = sorted(ann.glob(LOG_GLOB))
         if not logs:
-            raise DataError(f"no {LOG_GLOB} files in {ann}")
+            raise DataError(f"no {LOG_GLOB} files in {ann}; pass a KLive log or the folder holding them")
         records = [r for log in logs for r in read_klive_log(log)]
     else:
         records = read_klive_log(ann)

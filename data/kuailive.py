@@ -70,7 +70,7 @@ class Table:
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self.columns:
-            raise DataError(f"{self.path}: no column '{name}' (columns: {', '.join(self.columns)})")
+            raise DataError(f"{self.path}: no column '{name}' (columns: {', '.join(self.columns)}); add it (docs/datasets.md)")
         return self.columns[name]
 
 
@@ -158,7 +158,7 @@ def read_kuailive(root: str | Path) -> KuaiLive:
     """Read a KuaiLive folder (see module docstring); checks that room titles and ids line up."""
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"KuaiLive folder not found: {root}")
+        raise DataError(f"KuaiLive folder not found: {root}; pass the folder holding user.csv, room.csv, click.csv, ...")
     missing = [f"{n}.csv" for n in REQUIRED if not (root / f"{n}.csv").is_file()]
     title_path = next((root / n for n in TITLE_FILES if (root / n).is_file()), None)
     if title_path is None:
@@ -170,13 +170,15 @@ def read_kuailive(root: str | Path) -> KuaiLive:
     negative = read_table(neg, OPTIONAL_TABLES["negative"]) if neg.is_file() else None
     titles = read_array(title_path)
     if titles.ndim != 2 or not np.issubdtype(titles.dtype, np.floating):
-        raise DataError(f"{title_path}: expected a float matrix [n_rooms, d], got {titles.dtype} {titles.shape}")
+        raise DataError(f"{title_path}: expected a float matrix [n_rooms, d], got {titles.dtype} {titles.shape}; "
+                        "save the title embeddings as one float row per title")
     check_finite(titles, title_path, "title embeddings")
     room = tables["room"]
     if "live_name_id" in room.columns:
         ids = room["live_name_id"]
         if len(ids) and (ids.min() < 0 or ids.max() >= len(titles)):
-            raise DataError(f"{room.path}: live_name_id reaches {ids.max()} but {title_path.name} has {len(titles)} rows")
+            raise DataError(f"{room.path}: live_name_id reaches {ids.max()} but {title_path.name} has {len(titles)} rows; "
+                            "use the title embeddings of the same release")
     elif len(titles) != len(room):
         raise DataError(f"{title_path}: {len(titles)} rows for {len(room)} rooms in {room.path.name}; "
                         "row i must be the room on data line i")

@@ -106,7 +106,7 @@ def load_features(path: str | Path, key: str | None = None) -> np.ndarray:
     """Per-clip features [T, d] (float32) from a ``.npy`` or ``.npz`` file (see :func:`read_array`)."""
     arr = read_array(path, key)
     if arr.ndim != 2:
-        raise DataError(f"{path}: features must be [T, d], got shape {arr.shape}")
+        raise DataError(f"{path}: features must be [T, d], got shape {arr.shape}; save one row per step")
     check_finite(arr, path, "features")
     return arr.astype(np.float32, copy=False)
 
