@@ -110,6 +110,7 @@ class WatchSummary:
     seconds: float
     resumed_at: int | None = None
     latency: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: decode = the decoding thread's CPU time
 
     def line(self) -> str:
         lat = f", latency beyond the lag median {self.latency['median']:.2f} s / max {self.latency['max']:.2f} s" \
@@ -151,6 +152,7 @@ def _reader_thread(reader: StepReader, out: queue.Queue, stop: threading.Event) 
     """Decode in the background; puts StepData, then ("end", None) or ("error", exc)."""
     try:
         for step in reader:
+            reader.cpu_seconds = time.thread_time()
             while not stop.is_set():
                 try:
                     out.put(step, timeout=0.2)
@@ -159,6 +161,7 @@ def _reader_thread(reader: StepReader, out: queue.Queue, stop: threading.Event) 
                     continue
             if stop.is_set():
                 break
+        reader.cpu_seconds = time.thread_time()
         out.put(("end", None))
     except BaseException as exc:  # handed to the main thread, which raises it
         out.put(("error", exc))
@@ -211,7 +214,8 @@ def watch(source: str, checkpoint: str | Path | None, out_dir: str | Path, *, co
     thread = threading.Thread(target=_reader_thread, args=(reader, steps_q, stop), daemon=True, name="watch-decode")
     thread.start()
     ready: dict[int, float] = {}  # monotonic time each encoded, not yet emitted step's data was complete
-    lags: list[float] = []
+    lags: deque[float] = deque(maxlen=3600)  # the summary's latency covers the last hour of steps
+    timings = dict.fromkeys(("decode", "prepare", "encode", "head", "write", "state"), 0.0)
     last_ready = [time.monotonic()]
     n_out, n_hl, n_clips = 0, 0, len(list((out / "clips").glob("*.mp4"))) if cut else 0
     total = 0 if state is None else state["total"]
@@ -226,7 +230,7 @@ def watch(source: str, checkpoint: str | Path | None, out_dir: str | Path, *, co
             now = time.monotonic()
             need = ready.get(t + stepper.lag, last_ready[0])  # the last step this score needed (at the end: the last)
             rec = {"step": t, "start": round(start, 6), "end": round(start + m.step_seconds, 6), "score": score,
-                   "latency": round(now - need, 4), "age": round(now - ready.pop(t, now), 4)}
+                   "latency": round(now - need, 4), "age": round(now - ready.pop(t, now), 4), "time": round(time.time(), 3)}
             lags.append(now - need)
             line = outputs.write("scores", rec)
             if json_out:
@@ -288,14 +292,24 @@ def watch(source: str, checkpoint: str | Path | None, out_dir: str | Path, *, co
                                      path=str(source))
                 bags = lookback_bags(window, clip.step_starts.numpy(), m.step_seconds, m.comment_lookback,
                                      cfg.encoders.comment.max_comments_per_step)
+                t0 = time.perf_counter()
                 inputs = model.steps.encoder.prepare(clip, bags).to(dev)
+                t1 = time.perf_counter()
                 for s in batch:
                     ready[s.index] = s.ready
                 last_ready[0] = batch[-1].ready
-                emit(stepper.push(encode_steps(model, inputs)))
+                features = encode_steps(model, inputs)
+                t2 = time.perf_counter()
+                finals = stepper.push(features)
+                t3 = time.perf_counter()
+                emit(finals)
+                t4 = time.perf_counter()
                 horizon = batch[-1].start + m.step_seconds - m.comment_lookback  # comments at or before it are spent
                 del window[: bisect.bisect_right([c.t for c in window], horizon)]
                 save()
+                for name, dt in zip(("prepare", "encode", "head", "write", "state"), (t1 - t0, t2 - t1, t3 - t2, t4 - t3,
+                                                                                     time.perf_counter() - t4)):
+                    timings[name] += dt
             emit(stepper.finish())
             closed = tracker.finish()
             if closed is not None:
@@ -317,7 +331,8 @@ def watch(source: str, checkpoint: str | Path | None, out_dir: str | Path, *, co
     if lags:
         a = np.array(lags)
         lat = {"median": float(np.median(a)), "p95": float(np.percentile(a, 95)), "max": float(a.max())}
-    return WatchSummary(n_out, total, n_hl, n_clips, reason, time.monotonic() - t_begin, resumed_at, lat)
+    timings["decode"] = reader.cpu_seconds
+    return WatchSummary(n_out, total, n_hl, n_clips, reason, time.monotonic() - t_begin, resumed_at, lat, timings)
 
 
 def _load_state(path: Path, source: str, checkpoint: Any) -> dict | None:

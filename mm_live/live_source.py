@@ -42,6 +42,10 @@ from mm_live.media import Clip
 _POLL_SECONDS = 0.05  # how often a waiting feed looks for new bytes
 _AUDIO_MARGIN_SECONDS = 0.05  # resampling context on each side of a step (as mm_live.media)
 _AUDIO_PREROLL_SECONDS = 0.25  # decoded before a resume point so the AAC overlap is warmed up
+# a step waits at most this far behind the video for its audio (a declared track that sends nothing
+# must not hold every step back): then it takes what arrived, and has_audio says whether anything did
+_AUDIO_WAIT_SECONDS = 5.0
+_AUDIO_KEEP_SECONDS = 60.0  # audio kept ahead of the oldest waiting step, at most
 
 
 def is_url(source: str) -> bool:
@@ -203,20 +207,26 @@ class StepData:
 class _Audio:
     """Decoded audio as a ring of native-rate mono samples indexed by absolute sample number."""
 
-    def __init__(self, native: int, rate: int):
-        self.native, self.rate = native, rate
-        self.resample = None if native == rate else torchaudio.transforms.Resample(native, rate)
-        self.mixer = av.AudioResampler(format="fltp", layout="mono", rate=native)
+    def __init__(self, rate: int):
+        self.rate = rate
+        self.native = self.resample = self.mixer = None  # known from the first frame (a live probe may not know it)
         self.base: int | None = None  # absolute sample number of buf[0]
         self.buf = np.zeros(0, dtype=np.float32)
         self.ended = False
 
     def push(self, frame: av.AudioFrame) -> None:
+        if self.native is None:
+            self.native = int(frame.sample_rate)
+            self.resample = None if self.native == self.rate else torchaudio.transforms.Resample(self.native, self.rate)
+            self.mixer = av.AudioResampler(format="fltp", layout="mono", rate=self.native)
         for mono in self.mixer.resample(frame):
             samples = mono.to_ndarray()[0].astype(np.float32, copy=False)
             if self.base is None:
                 self.base = int(round(float(frame.time or 0.0) * self.native))
             self.buf = np.concatenate([self.buf, samples])
+        extra = len(self.buf) - int(_AUDIO_KEEP_SECONDS * self.native)
+        if extra > 0:  # the video stopped while audio goes on: keep memory bounded
+            self.buf, self.base = self.buf[extra:], self.base + extra
 
     @property
     def end_time(self) -> float:
@@ -277,6 +287,7 @@ class StepReader:
         self.keyframes_only = keyframes_only
         self.origin, self.first_step = origin, int(first_step)
         self.fps = float(self.video.average_rate or self.video.guessed_rate or 25.0)
+        self.cpu_seconds = 0.0  # CPU time of the decoding thread (set by whoever runs the iteration)
 
     # ------------------------------------------------------------------ frames
     def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
@@ -298,7 +309,7 @@ class StepReader:
     def __iter__(self) -> Iterator[StepData]:
         if self.keyframes_only:
             self.video.codec_context.skip_frame = "NONKEY"
-        audio = None if self.audio_stream is None else _Audio(int(self.audio_stream.sample_rate), self.rate)
+        audio = None if self.audio_stream is None else _Audio(self.rate)
         streams = [self.video] + ([self.audio_stream] if audio is not None else [])
         state = _Sampler(self)
         resume = None if self.first_step == 0 or self.origin is None else self.origin + self.first_step * self.step
@@ -379,7 +390,8 @@ class _Sampler:
             if eof:
                 while self.k < (self.i + 1) * r.f:
                     self._take(self.prev)
-            if len(self.picked.get(self.i, ())) < r.f or (audio is not None and not audio.ready(end)):
+            audio_late = audio is not None and not audio.ready(end) and self.last_time < end + _AUDIO_WAIT_SECONDS
+            if len(self.picked.get(self.i, ())) < r.f or audio_late:
                 return
             n = int(round(r.step * r.rate))
             wave, present = (np.zeros(n, np.float32), False) if audio is None else audio.read(start, r.step)

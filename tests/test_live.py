@@ -206,6 +206,17 @@ def test_finished_file_cli_equals_score_and_stall_ends(stream, tmp_path, capsys)
     assert summary.steps == 0 and summary.total_steps == SECONDS
 
 
+def test_vanished_source_ends_cleanly(stream, tmp_path):
+    video = tmp_path / "rec.ts"
+    video.write_bytes(b"".join(stream["chunks"][:4]))
+    timer = threading.Timer(2.0, video.unlink)
+    timer.start()
+    summary = watch(str(video), stream["run"], tmp_path / "out", stall_timeout=30.0)
+    timer.join()
+    assert summary.reason == "vanished" and summary.total_steps == 4
+    assert summary.line().startswith("watch ended (vanished): 4 steps scored")
+
+
 @pytest.mark.parametrize("realign", [True, False])
 def test_stepper_equals_forward_steps(realign):
     """The incremental head gives forward_steps' logits over a stream longer than its chunks."""
