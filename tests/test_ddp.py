@@ -30,6 +30,7 @@ from mm_live.data.synthetic import SynthConfig, synthesize
 from mm_live.data.windows import clip_collection
 from mm_live.errors import ConfigError
 from mm_live.export import export_index
+from mm_live.pipelines.gifting import RoomBatches
 from mm_live.tasks import get_task
 from mm_live.training import LoaderBatches, Shard, ShuffledBatches, Trainer
 
@@ -191,3 +192,8 @@ def test_each_rank_takes_a_contiguous_slice_of_every_global_batch():
     assert [s.batch for s in src.sharded(1, 2).epoch(0, seed=3, skip=1)] == [s.batch for s in shards[1][1:]]
     with pytest.raises(ConfigError, match="batch_size=4 does not split over 3 processes"):
         LoaderBatches(list(range(10)), 4, list).sharded(0, 3)
+    # gifting's room batches (all views of k rooms, of varying size): equal slices, in order
+    rooms = np.repeat(np.arange(6), [3, 1, 4, 2, 5, 1])
+    src = RoomBatches(np.arange(len(rooms)), rooms, batch_size=5, collate=lambda r: r.tolist())
+    for whole, a, b in zip(src.epoch(1, seed=2), src.sharded(0, 2).epoch(1, seed=2), src.sharded(1, 2).epoch(1, seed=2)):
+        assert a.batch + b.batch == whole and len(a.batch) - len(b.batch) in (0, 1)
