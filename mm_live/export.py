@@ -59,7 +59,7 @@ def export_index(checkpoint: str | Path, items: Sequence[ClipItem], out: str | P
             source = ClipSource.open(it.clip, it.comments)
             return run.task.embed_clip(run.model, source, segment_seconds=segment_seconds, streamer_id=it.streamer_id)
 
-        if d.world > 1:
+        if d.world > 1 or _stage(Path(out)).is_dir():  # (also: finish what a killed torchrun export embedded)
             return _export_sharded(embed, items, Path(out), spec, run.config.hash(), segment_seconds, d, progress)
         builder = IndexBuilder(out, spec, config_hash=run.config.hash(), progress=progress)
         todo = [it for it in items if not builder.done(it.stream_id)]
@@ -77,7 +77,7 @@ def _export_sharded(embed: Callable[[ClipItem], tuple[np.ndarray, list[tuple[flo
     into an :class:`IndexBuilder` and writes the index, so it is the index one process writes."""
     from tqdm.auto import tqdm
 
-    stage = out.parent / f".{out.name}.embeddings"
+    stage = _stage(out)
     stamp = {"config_hash": config_hash, "segment_seconds": segment_seconds}
     if d.main:  # embeddings left by another model or segmentation are discarded
         if (stage / "build.json").is_file() and json.loads((stage / "build.json").read_text(encoding="utf-8")) != stamp:
@@ -101,6 +101,10 @@ def _export_sharded(embed: Callable[[ClipItem], tuple[np.ndarray, list[tuple[flo
         shutil.rmtree(stage, ignore_errors=True)
     distributed.barrier()  # every rank returns once the index exists
     return out
+
+
+def _stage(out: Path) -> Path:
+    return out.parent / f".{out.name}.embeddings"
 
 
 def _clip_file(stage: Path, it: ClipItem) -> Path:
