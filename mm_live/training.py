@@ -8,8 +8,14 @@ steps, ``best/`` and ``last/`` checkpoints (atomic, safetensors, no pickle on lo
 with the same weights as an uninterrupted run, because
 
 * batches come from a :class:`BatchSource` whose order depends only on ``(seed, epoch)``, so the
-  batches already consumed in the interrupted epoch are regenerated and skipped, and
-* the optimizer, scheduler and every RNG (torch, numpy, python) are restored from ``last/``.
+  batches already consumed in the interrupted epoch are regenerated and skipped,
+* every micro-batch is seeded from ``(seed, step, its place in the step)`` alone, and
+* the optimizer and scheduler (and the RNGs) are restored from ``last/``.
+
+Under ``torchrun`` (:mod:`mm_live.distributed`) the model runs inside DistributedDataParallel,
+each rank takes its contiguous slice of every global batch (:class:`IndexBatches`), rank 0
+evaluates and writes, and the result equals one process accumulating the same micro-batches
+(docs/scaling.md).
 
 A pipeline model only has to implement ``training_step(batch) -> StepOutput``.
 """
