@@ -122,8 +122,8 @@ def check_comment_times(comments: Sequence[Comment], clip_end: float, path: str 
     """Refuse a comment log none of whose comments falls inside the clip (``t`` > ``clip_end`` for
     all): its times are almost surely in other units or from another clock (unix seconds or
     milliseconds), and scoring would silently see no comments. Some comments past the end are fine."""
-    if comments and min(c.t for c in comments) > clip_end:
-        first = min(c.t for c in comments)
+    first = min((c.t for c in comments), default=None)
+    if first is not None and first > clip_end:
         raise CommentsError(f"{path}: all {len(comments)} comments are after the clip's end ({clip_end:g} s; the "
                             f"first at t={first:g}); 't' must be seconds from the start of the clip, not unix time or "
                             "milliseconds")
