@@ -1,9 +1,10 @@
 """Benchmark the default encoders + Fusion-Q-Former on this CPU.
 
 1. Scoring throughput: steps/s of encode+fuse for 1-fps steps at 224 px (EfficientNet-Lite0,
-   mel transformer, MiniLM with 5 comments per step), ``torch.inference_mode``, all steps of a 60 s
-   clip in one batch; ``channels_last`` side by side with the as-shipped memory format. Measured
-   with ``encoders.frozen_prefix`` off, so the frame encoder runs whole inside encode+fuse.
+   mel transformer, MiniLM with the 5 s look-back bags of a 3 comments/s chat), ``torch.inference_mode``,
+   all steps of a 60 s clip in one batch; ``channels_last`` side by side with contiguous (NCHW)
+   frames. Measured with ``encoders.frozen_prefix`` off, so the frame encoder runs whole inside
+   encode+fuse.
 2. One training step (forward, backward, AdamW) with LoRA vs full fine-tuning of the same
    backbones, batch of ``--train-batch`` steps: trainable parameters (encoders alone and with the
    fusion, which trains in both), time, and peak memory (peak RSS, VmHWM, of a fresh subprocess per
@@ -15,9 +16,17 @@
    frozen prefix precomputed by ``prepare``: step time (wall and process CPU time, the machine is
    shared), the one-off preparation cost, bytes held by the prepared inputs, peak RSS, and where
    the step's time goes (each modality's forward+backward and the fusion's, timed alone). Comments
-   arrive at ``--comment-rate`` per second and each step sees a 5 s look-back; their texts are
-   QVHighlights queries when the shared real data is present (else sentences built from templates),
-   with some chat repeats; the share of distinct texts is printed.
+   arrive at ``--comment-rate`` per second and each step sees a 5 s look-back.
+
+4. ONNX Runtime for the frame backbone (section ``onnx``, measured when ``onnxruntime`` and ``onnx``
+   are importable; they are not runtime dependencies): EfficientNet-Lite0 exported with
+   ``torch.onnx.export`` and run by ONNX Runtime's CPU provider, against torch with channels_last,
+   a batch of ``--onnx-batch`` 224 px frames (scoring's encode batch), runs interleaved, best of
+   ``--repeats``; the one-off export time and the max abs deviation of the feature maps.
+
+Comment texts everywhere come from ``mm_live.data.chat.ChatText`` (QVHighlights queries under
+``MM_LIVE_REAL_DATA`` when present, else template sentences, mixed with chat memes: 75% chat, 20% hype,
+5% spam lines); the share of distinct texts is printed and recorded.
 
     python scripts/bench_encoders.py [--steps 60] [--train-batch 8] [--windows 8] [--window-steps 64]
                                      [--sections scoring,train_step,lora_step] [--out bench/encoders.json]
@@ -26,7 +35,6 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import random
@@ -41,29 +49,46 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from mm_live.config import Config  # noqa: E402
+from mm_live.data.chat import ChatText, distinct_share  # noqa: E402
 from mm_live.fileio import write_json  # noqa: E402
 from mm_live.multimodal import MODALITIES, MultimodalEncoder, MultimodalInputs  # noqa: E402
 from mm_live.streams import nbytes  # noqa: E402
 
-WORDS = "goal what a save nice play lol gg hype clip that again wow amazing no way".split()
+KIND_MIX = {"chat": 0.75, "hype": 0.20, "spam": 0.05}  # as scripts/bench_score.py
 
 
-def synthetic_clip(steps: int, size: int = 224, rate: int = 16000) -> tuple[SimpleNamespace, list[list[str]]]:
-    """A clip as mm_live.media.Clip holds it (random content: timing does not depend on it) and 5 comments/step."""
+def comment_texts(n: int, seed: int = 0) -> tuple[list[str], str]:
+    """``n`` chat lines (kinds drawn by KIND_MIX) and a description of their source."""
+    rng = random.Random(seed)
+    chat = ChatText(seed)
+    kinds = rng.choices(list(KIND_MIX), weights=list(KIND_MIX.values()), k=n)
+    return [chat.line(k) for k in kinds], chat.describe()
+
+
+def synthetic_clip(steps: int, size: int = 224, rate: int = 16000, comment_rate: float = 3.0,
+                   lookback: float = 5.0) -> tuple[SimpleNamespace, list[list[str]], dict]:
+    """A clip as mm_live.media.Clip holds it (random content: timing does not depend on it), the look-back
+    bags of a chat at ``comment_rate`` per second, and the chat's stats."""
     g = torch.Generator().manual_seed(0)
     clip = SimpleNamespace(
         frames=torch.randint(0, 256, (steps, 1, 3, size, size), dtype=torch.uint8, generator=g),
         audio=0.1 * torch.randn(steps, rate, generator=g), has_audio=torch.ones(steps, dtype=torch.bool),
         step_starts=torch.arange(steps, dtype=torch.float64), step_seconds=1.0, sample_rate=rate)
-    bags = [[" ".join(WORDS[(t + i + k) % len(WORDS)] for k in range(4)) for i in range(5)] for t in range(steps)]
-    return clip, bags
+    n = round(comment_rate * (steps + lookback))
+    texts, source = comment_texts(n)
+    rng = random.Random(1)
+    times = sorted(rng.uniform(-lookback, steps) for _ in range(n))
+    bags = [[x for t, x in zip(times, texts) if s + 1 - lookback < t <= s + 1] for s in range(steps)]
+    return clip, bags, {"comments": n, "comment_rate": comment_rate, "distinct_share": round(distinct_share(texts), 3),
+                        "comment_source": source}
 
 
 def throughput(steps: int, repeats: int) -> dict[str, dict]:
-    """Scoring time of the as-shipped and channels_last frame encoder, runs interleaved, best of ``repeats``."""
-    clip, bags = synthetic_clip(steps)
+    """Scoring time with NCHW and channels_last frames (the shipped default), runs interleaved, best of ``repeats``."""
+    clip, bags, chat = synthetic_clip(steps)
+    print(f"scoring chat: {chat['comments']} comments, {100 * chat['distinct_share']:.0f}% distinct ({chat['comment_source']})", flush=True)
     runs = {}
-    for name, cl in (("as_shipped", False), ("channels_last", True)):
+    for name, cl in (("nchw", False), ("channels_last", True)):
         model = MultimodalEncoder.from_config(Config().replace(**{"encoders.frame.channels_last": cl,
                                                                   "encoders.frozen_prefix": False})).eval()
         t0 = time.perf_counter()
@@ -81,7 +106,8 @@ def throughput(steps: int, repeats: int) -> dict[str, dict]:
     for name, r in runs.items():
         best = min(r["times"])  # the least-disturbed run on a shared machine
         out[name] = {"channels_last": name == "channels_last", "steps": steps, "prepare_s": round(r["prepare_s"], 3),
-                     "encode_fuse_s": round(best, 3), "steps_per_s": round(steps / best, 2)}
+                     "encode_fuse_s": round(best, 3), "steps_per_s": round(steps / best, 2), **chat,
+                     "load_avg": [round(x, 2) for x in os.getloadavg()]}
     return out
 
 
@@ -106,7 +132,7 @@ def train_step(variant: str, batch: int, repeats: int) -> dict:
     model.train()  # after unfreezing: a trainable backbone is not held in eval mode
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
-    clip, bags = synthetic_clip(batch)
+    clip, bags, _ = synthetic_clip(batch)
     inputs = model.prepare(clip, bags)
     rss_before = _status_mb("VmRSS")
     times = []
@@ -130,33 +156,6 @@ def train_step(variant: str, batch: int, repeats: int) -> dict:
 
 # -- 3. LoRA step of the highlight training shape: full path vs frozen prefix -----------------
 
-CHAT = ["lol", "666", "gg", "what a goal", "no way", "wow", "hahaha", "nice one"]
-SUBJECTS = ["the streamer", "a player in red", "the goalkeeper", "my cat", "the chef", "a kid", "the crowd", "the host",
-            "a man in a hat", "two friends", "the guitarist", "a woman with a dog"]
-ACTIONS = ["scores from far out", "drops the ball", "laughs at the chat", "opens a huge box", "burns the toast",
-           "jumps over a fence", "reads a donation", "misses an easy shot", "plays the final chord",
-           "starts to dance", "finds a hidden door", "falls off the chair"]
-PLACES = ["in the kitchen", "at the stadium", "on stage", "in the rain", "at night", "on the beach", "in a car",
-          "in slow motion", "again", "live right now"]
-
-
-def comment_texts(n: int, seed: int = 0) -> tuple[list[str], str]:
-    """``n`` chat texts: 90% drawn without replacement from QVHighlights queries (shared real data,
-    when present) or from template sentences, 10% short chat repeats. Returns (texts, source)."""
-    root = Path(os.environ.get("MM_LIVE_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    qvh = root / "qvhighlights" / "highlight_val_release.jsonl"
-    if qvh.is_file():
-        with qvh.open(encoding="utf-8") as fh:
-            pool, source = [json.loads(line)["query"] for line in fh if line.strip()], f"QVHighlights queries ({qvh})"
-    else:
-        pool = [f"{s} {a} {p}" for s, a, p in itertools.product(SUBJECTS, ACTIONS, PLACES)]
-        source = "template sentences (QVHighlights not found; set MM_LIVE_REAL_DATA)"
-    rng = random.Random(seed)
-    rng.shuffle(pool)
-    drawn = itertools.cycle(pool)
-    return [rng.choice(CHAT) if rng.random() < 0.1 else next(drawn) for _ in range(n)], source
-
-
 def highlight_batch(model: MultimodalEncoder, windows: int, steps: int, rate: float, lookback: float = 5.0,
                     size: int = 224, sample_rate: int = 16000) -> tuple[MultimodalInputs, dict]:
     """Prepared inputs of ``windows`` windows of ``steps`` 1-fps steps (each from another stretch of a
@@ -179,7 +178,7 @@ def highlight_batch(model: MultimodalEncoder, windows: int, steps: int, rate: fl
     prepare_s = time.perf_counter() - t0
     inputs = MultimodalInputs.cat(parts)
     in_bags = inputs.comments.input_ids[inputs.comments.mask]
-    return inputs, {"prepare_s": round(prepare_s, 2), "comments": used, "comment_rate": rate, "distinct_share": round(len(set(texts)) / len(texts), 3),
+    return inputs, {"prepare_s": round(prepare_s, 2), "comments": used, "comment_rate": rate, "distinct_share": round(distinct_share(texts), 3),
                     "comment_slots": int(inputs.comments.mask.sum()), "distinct_in_batch": int(torch.unique(in_bags, dim=0).shape[0]),
                     "comment_source": source}
 
@@ -250,6 +249,7 @@ def main() -> None:
     ap.add_argument("--window-steps", type=int, default=64, help="1-fps steps per window")
     ap.add_argument("--comment-rate", type=float, default=3.0, help="comments per second")
     ap.add_argument("--lora-repeats", type=int, default=2, help="timed highlight-shape steps per variant")
+    ap.add_argument("--onnx-batch", type=int, default=32, help="frames per call in the onnx section")
     ap.add_argument("--sections", default="scoring,train_step,lora_step",
                     help="comma-separated sections to measure; the others are kept from --out")
     ap.add_argument("--out", default="bench/encoders.json")
@@ -295,9 +295,12 @@ def measure_lora_step(args: argparse.Namespace) -> dict:
 
 
 def print_scoring(scoring: dict, threads: int) -> None:
-    shipped, cl = scoring["as_shipped"], scoring["channels_last"]
-    print(f"\nScoring, {shipped['steps']} steps at 1 fps, 224 px, 5 comments/step, {threads} threads, inference_mode")
-    print(f"{'':24}{'as shipped':>12}{'channels_last':>15}{'ratio':>8}")
+    shipped, cl = scoring["nchw"], scoring["channels_last"]
+    chat = (f"{shipped['comment_rate']:g} comments/s, {100 * shipped['distinct_share']:.0f}% distinct"
+            if "comment_rate" in shipped else "5 comments/step")
+    print(f"\nScoring, {shipped['steps']} steps at 1 fps, 224 px, {chat}, {threads} threads, inference_mode, "
+          f"load {shipped.get('load_avg', ['?'])[0]}")
+    print(f"{'':24}{'NCHW':>12}{'channels_last':>15}{'ratio':>8}")
     for key in ("encode_fuse_s", "steps_per_s", "prepare_s"):
         print(f"{key:24}{shipped[key]:>12}{cl[key]:>15}{cl[key] / shipped[key]:>8.2f}")
 
@@ -328,10 +331,60 @@ def print_lora_step(res: dict, threads: int) -> None:
           f"preparation for the prefix {extra:.1f} s = {extra / pre['step_s']:.1f} prefix steps")
 
 
-SECTIONS = ("scoring", "train_step", "lora_step")
+def onnx_frame(batch: int, repeats: int) -> dict:
+    """EfficientNet-Lite0 features: torch (channels_last) vs ONNX Runtime, interleaved, best of ``repeats``."""
+    import tempfile
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from mm_live.encoders.frame import EfficientNetFeatures
+
+    net = EfficientNetFeatures().eval().to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "efficientnet_lite0.onnx")
+        t0 = time.perf_counter()
+        torch.onnx.export(net, (x,), path, input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "b"}}, dynamo=False)
+        export_s = time.perf_counter() - t0
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = torch.get_num_threads(), 1
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    xcl, xn = x.contiguous(memory_format=torch.channels_last), x.numpy()
+    with torch.inference_mode():
+        ref = net(xcl)
+    dev = float(np.abs(sess.run(None, {"x": xn})[0] - ref.numpy()).max())
+    times: dict[str, list[float]] = {"torch_channels_last": [], "onnxruntime": []}
+    for _ in range(repeats):
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            net(xcl)
+            times["torch_channels_last"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        sess.run(None, {"x": xn})
+        times["onnxruntime"].append(time.perf_counter() - t0)
+    best = {k: min(v) for k, v in times.items()}
+    return {"batch": batch, "frame_size": 224, "onnxruntime": ort.__version__, "export_s": round(export_s, 2),
+            "max_abs_deviation": float(f"{dev:.3g}"), "feature_scale_max_abs": round(float(ref.abs().max()), 2),
+            "runs_s": {k: [round(t, 3) for t in v] for k, v in times.items()},
+            **{f"{k}_s": round(v, 3) for k, v in best.items()},
+            "frames_per_s": {k: round(batch / v, 1) for k, v in best.items()},
+            "speedup": round(best["torch_channels_last"] / best["onnxruntime"], 2),
+            "load_avg": [round(v, 2) for v in os.getloadavg()]}
+
+
+def print_onnx(res: dict, threads: int) -> None:
+    print(f"\nFrame backbone, {res['batch']} frames at 224 px, {threads} threads, load {res['load_avg'][0]}")
+    print(f"{'':24}{'torch (CL)':>12}{'ONNX Runtime':>15}{'ratio':>8}")
+    print(f"{'seconds':24}{res['torch_channels_last_s']:>12}{res['onnxruntime_s']:>15}{res['speedup']:>8.2f}")
+    print(f"max abs deviation {res['max_abs_deviation']} (features up to {res['feature_scale_max_abs']}); "
+          f"one-off export {res['export_s']} s; onnxruntime {res['onnxruntime']}")
+
+
+SECTIONS = ("scoring", "train_step", "lora_step", "onnx")
 MEASURE = {"scoring": lambda args: throughput(args.steps, args.repeats), "train_step": measure_train_step,
-           "lora_step": measure_lora_step}
-PRINT = {"scoring": print_scoring, "train_step": print_train_step, "lora_step": print_lora_step}
+           "lora_step": measure_lora_step, "onnx": lambda args: onnx_frame(args.onnx_batch, args.repeats)}
+PRINT = {"scoring": print_scoring, "train_step": print_train_step, "lora_step": print_lora_step, "onnx": print_onnx}
 
 
 if __name__ == "__main__":
