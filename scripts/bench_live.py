@@ -15,7 +15,8 @@ the cost is the same). Measured:
 * side by side, in the same run: ``mm-live score`` of the finished file (the offline baseline),
   as per-step cost ratios.
 
-    python scripts/bench_live.py                 # the 10-minute run (about 13 minutes with encoding)
+    python scripts/bench_live.py                 # the 10-minute run (~25 min on a loaded 2-core machine)
+    python scripts/bench_live.py --reuse WORKDIR # again on the stream an earlier run encoded
     python scripts/bench_live.py --seconds 120   # a shorter one
 """
 
@@ -293,7 +294,7 @@ def plot(samples, path: Path) -> None:
     ax2.plot(t[1:], cpu * 100, color="tab:orange", alpha=0.6, label="CPU % of machine")
     ax2.set_ylabel("CPU % of machine")
     ax2.set_ylim(0, 100)
-    fig.legend(loc="upper right", fontsize=8)
+    fig.legend(loc="center right", fontsize=8)
     ax.set_title("mm-live watch on a 720p stream written at real time")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
