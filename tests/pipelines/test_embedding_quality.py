@@ -128,3 +128,15 @@ def test_every_task_embeds_clips_and_segments_for_export(task, clip):
     # A segment averages its own steps: one as long as the clip is the clip's embedding.
     np.testing.assert_allclose(t.embed_clip(model, source, segment_seconds=6)[0], whole, rtol=1e-4, atol=1e-5)
     assert not np.allclose(segs[0], segs[1])
+
+
+def test_supervised_info_nce_matches_a_hand_computed_example():
+    from mm_live.losses import supervised_info_nce
+
+    x = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.0]])
+    labels = torch.tensor([0, 0, 1, 2])  # rows 0 and 1 are each other's only positive; 2 and 3 have none
+    s = x @ x.T / 0.5
+    lp = lambda i, j: s[i, j] - torch.logsumexp(torch.cat([s[i, :i], s[i, i + 1:]]), 0)  # noqa: E731
+    expected = -(lp(0, 1) + lp(1, 0)) / 2
+    torch.testing.assert_close(supervised_info_nce(x, labels, 0.5), expected)
+    assert supervised_info_nce(x, torch.arange(4), 0.5).item() == 0.0  # no positives at all
