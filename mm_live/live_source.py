@@ -331,8 +331,8 @@ class StepReader:
                         state.push(frame, audio)
                 yield from state.complete(audio, eof=False)
         except av.FFmpegError as exc:
-            raise MediaError(f"{self.container.name}: the stream could not be decoded ({type(exc).__name__}); "
-                             "it is damaged or not a supported codec") from None
+            raise MediaError(f"{self.container.name}: the stream could not be decoded ({type(exc).__name__}): it is "
+                             "damaged; re-download or re-export the clip") from None
         if audio is not None:
             audio.ended = True
         yield from state.complete(audio, eof=True)

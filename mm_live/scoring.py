@@ -79,7 +79,8 @@ def encode_clip(source: ClipSource, cfg: Config, encoder: Any, step_fn: Callable
             starts.append(part.step_starts.numpy())
             t0 = time.perf_counter()
     if not outputs:
-        raise MediaError(f"{source.path} is shorter than one step ({cfg.media.step_seconds} s): nothing to score")
+        raise MediaError(f"{source.path} is shorter than one step ({cfg.media.step_seconds} s): nothing to score; "
+                         "pass a longer clip or train with a shorter media.step_seconds")
     return EncodedClip(outputs, np.concatenate(starts), timings)
 
 
