@@ -165,6 +165,29 @@ class ByteFeed(io.RawIOBase):
         super().close()
 
 
+def _moov_after_mdat(path: str) -> bool | None:
+    """For an mp4/mov: True when its index ('moov') follows the media data (a finished plain mp4),
+    None when the data has no index yet (a plain mp4 still being written), False otherwise (index
+    first: faststart or fragmented, both readable as a stream)."""
+    seen_mdat = False
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        pos = 0
+        while pos + 8 <= size:
+            fh.seek(pos)
+            head = fh.read(16)
+            n, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            if n == 1 and len(head) == 16:
+                n = int.from_bytes(head[8:16], "big")
+            if kind == b"moov":
+                return seen_mdat
+            seen_mdat |= kind == b"mdat"
+            if n < 8:  # size 0 = "to the end of the file"
+                break
+            pos += n
+    return None if seen_mdat else False
+
+
 def open_container(source: str | os.PathLike, *, live: bool, stall_timeout: float = 10.0,
                    stop: threading.Event | None = None) -> tuple[av.container.InputContainer, ByteFeed | None]:
     """Open ``source`` for demuxing: a local file (``live``: through a :class:`ByteFeed` that waits for
@@ -172,8 +195,16 @@ def open_container(source: str | os.PathLike, *, live: bool, stall_timeout: floa
     src = str(source)
     feed = None
     try:
+        layout = None
+        if not is_url(src) and Path(src).suffix.lower() in (".mp4", ".mov", ".m4v") and Path(src).is_file():
+            layout = _moov_after_mdat(src)
+            if layout is None and live:
+                raise MediaError(f"{src}: a plain mp4 has no index until the recorder finishes it; record to "
+                                 ".ts, .flv or fragmented mp4 (-movflags frag_keyframe+empty_moov) to watch it live")
         if is_url(src):
             container = av.open(src, timeout=(stall_timeout, stall_timeout))
+        elif layout:  # a finished plain mp4: FFmpeg must seek to its index, so it is read as a file
+            container = av.open(src)
         elif live or src.lower().endswith(".m3u8"):
             feed = ByteFeed(src, stall_timeout=stall_timeout, stop=stop)
             # a short probe: FFmpeg would otherwise wait for 5 MB / 5 s of a stream before the first step

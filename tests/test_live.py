@@ -24,7 +24,7 @@ from mm_live.cli import main
 from mm_live.comment_feed import CommentFeed
 from mm_live.config import Config
 from mm_live.danmaku import DanmakuParser, read_danmaku
-from mm_live.errors import CommentsError
+from mm_live.errors import CommentsError, MediaError
 from mm_live.live import HighlightTracker, watch
 from mm_live.live_head import HighlightStepper
 from mm_live.pipelines.highlight import build_model, score_clip
@@ -204,6 +204,18 @@ def test_finished_file_cli_equals_score_and_stall_ends(stream, tmp_path, capsys)
     # a second watch into the same folder resumes after the last step: nothing is scored twice
     summary = watch(str(full), stream["run"], tmp_path / "w", comments=str(stream["root"] / "full.jsonl"), stall_timeout=0.5)
     assert summary.steps == 0 and summary.total_steps == SECONDS
+
+
+def test_plain_mp4_finished_is_read_whole_and_growing_is_refused(stream, tmp_path):
+    src = stream["root"] / "src.mp4"  # index (moov) after the media data, as a non-faststart recorder leaves it
+    summary = watch(str(src), stream["run"], tmp_path / "w", stall_timeout=0.5)
+    assert summary.reason == "end" and summary.steps == SECONDS
+    rows = _lines(tmp_path / "w" / "scores.jsonl")
+    np.testing.assert_allclose([r["score"] for r in rows], score_clip(src, stream["run"]).scores, atol=1e-5)
+    growing = tmp_path / "rec.mp4"
+    growing.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    with pytest.raises(MediaError, match="fragmented mp4"):
+        watch(str(growing), stream["run"], tmp_path / "w2", stall_timeout=0.5)
 
 
 def test_vanished_source_ends_cleanly(stream, tmp_path):
