@@ -1,7 +1,8 @@
 """The scoring loop every task shares: a clip (and its comments) -> per-step model outputs.
 
 Like segment-anything's predictor, the expensive, task-independent part runs once per step: the
-clip is decoded window by window (:func:`~mm_live.media.iter_clip`, bounded memory), each window's
+clip is decoded window by window (:func:`~mm_live.media.iter_clip`, or the windows the caller passes:
+highlight scoring decodes with :mod:`mm_live.live_source` like ``watch``; bounded memory), each window's
 comments are bagged and prepared, and the encoders run on ``encode_batch`` steps at a time. What is
 computed from the prepared steps is the caller's (``step_fn``): the highlight task fuses and pools,
 gifting and EM3 take the Fusion-Q-Former's segment embedding. Time spent in each stage is recorded.
