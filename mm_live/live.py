@@ -340,7 +340,7 @@ def _load_state(path: Path, source: str, checkpoint: Any) -> dict | None:
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=True)  # tensors and plain containers only: no pickle runs
     except Exception:
         raise MMLiveError(f"{path}: the resume state is unreadable; delete it to start the watch over") from None
     if state.get("version") != STATE_VERSION or state["source"] != str(source) or state["checkpoint"] != str(checkpoint):

@@ -113,8 +113,9 @@ class HighlightStepper:
     def state_dict(self) -> dict:
         return {"next_in": self.next_in, "next_out": self.next_out, "x_start": self.x_start,
                 "x": [x.clone() for x in self.x], "pending": [{k: v.clone() for k, v in p.items()} for p in self.pending],
-                "cost_row": None if self.cost_row is None else self.cost_row.copy()}
+                "cost_row": None if self.cost_row is None else torch.from_numpy(self.cost_row.copy())}
 
     def load_state_dict(self, state: dict) -> None:
         self.next_in, self.next_out, self.x_start = state["next_in"], state["next_out"], state["x_start"]
-        self.x, self.pending, self.cost_row = list(state["x"]), list(state["pending"]), state["cost_row"]
+        self.x, self.pending = list(state["x"]), list(state["pending"])
+        self.cost_row = None if state["cost_row"] is None else state["cost_row"].numpy().copy()

@@ -24,7 +24,7 @@ from mm_live.cli import main
 from mm_live.comment_feed import CommentFeed
 from mm_live.config import Config
 from mm_live.danmaku import DanmakuParser, read_danmaku
-from mm_live.errors import CommentsError, MediaError
+from mm_live.errors import CommentsError, MediaError, MMLiveError
 from mm_live.live import HighlightTracker, watch
 from mm_live.live_head import HighlightStepper
 from mm_live.pipelines.highlight import build_model, score_clip
@@ -216,6 +216,25 @@ def test_plain_mp4_finished_is_read_whole_and_growing_is_refused(stream, tmp_pat
     growing.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
     with pytest.raises(MediaError, match="fragmented mp4"):
         watch(str(growing), stream["run"], tmp_path / "w2", stall_timeout=0.5)
+
+
+class _Payload:
+    """Pickles into a call that creates ``marker``: loading it must never run."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_resume_state_is_loaded_without_unpickling(stream, tmp_path):
+    marker, out = tmp_path / "PWNED", tmp_path / "out"
+    out.mkdir()
+    torch.save({"version": 1, "evil": _Payload(marker)}, out / "state.pt")
+    with pytest.raises(MMLiveError, match="state.pt: the resume state is unreadable"):
+        watch(str(stream["root"] / "full.ts"), stream["run"], out, stall_timeout=0.5)
+    assert not marker.exists()
 
 
 def test_vanished_source_ends_cleanly(stream, tmp_path):
