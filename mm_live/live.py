@@ -13,7 +13,7 @@ score can only be final when step ``j + max_comment_lag`` is in, so it is emitte
 
 Memory stays flat on streams of any length: the decoder keeps a frame and a few seconds of audio,
 the head a ring of ``window_steps`` inputs, the comments their look-back window, the highlight
-tracker ``history`` scores. After every emitted step, ``DIR/state.pt`` (a few hundred kB) is
+tracker ``history`` scores. After every emitted step, ``DIR/state.pt`` (90 kB with the default config) is
 replaced atomically; it holds that state plus the sizes of the output files, so a restart truncates
 any line written after the last state and resumes at the next step — no step scored twice or
 skipped, and the resumed scores equal an uninterrupted run's.
