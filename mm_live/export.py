@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from mm_live import distributed
-from mm_live.errors import DataError
+from mm_live.errors import ConfigError, DataError
 from mm_live.fileio import atomic_open, write_json
 from mm_live.index import IndexBuilder, IndexSpec, ItemRow, SearchResult, open_index, search
 from mm_live.runs import load_run
@@ -38,6 +38,14 @@ class ClipItem:
     streamer_id: str | None = None
 
 
+def _clip_run(run, checkpoint):
+    """The run, if it embeds clips; a run trained on precomputed features (or EM3 title vectors) cannot."""
+    if run.config.task.route != "clips":
+        raise ConfigError(f"checkpoint {checkpoint} was trained on precomputed features and cannot embed clips; "
+                          "export and search with a clip-route run (trained on a manifest of clips)")
+    return run
+
+
 def export_index(checkpoint: str | Path, items: Sequence[ClipItem], out: str | Path, *,
                  segment_seconds: float | None = None, ivf_lists: int | None = None, m: int | None = None,
                  nbits: int | None = None, refine: str = "none", device: str = "auto", progress: bool = True) -> Path:
@@ -49,7 +57,7 @@ def export_index(checkpoint: str | Path, items: Sequence[ClipItem], out: str | P
     if not items:
         raise DataError("nothing to export: the collection lists no clips")
     with distributed.session(device) as d:
-        run = load_run(checkpoint, device=d.device)
+        run = _clip_run(load_run(checkpoint, device=d.device), checkpoint)
         q = run.config.quant
         spec = IndexSpec(d=run.config.fusion.d_emb, m=q.m if m is None else m, nbits=q.nbits if nbits is None else nbits,
                          ivf_lists=q.ivf_lists if ivf_lists is None else ivf_lists, refine=refine)
@@ -122,7 +130,7 @@ def search_index(index_dir: str | Path, *, k: int = 10, checkpoint: str | Path |
         if checkpoint is None:
             raise DataError("--clip needs --checkpoint RUN: the run that built the index embeds the query clip")
         source = ClipSource.open(clip, comments)
-        run = load_run(checkpoint, device=device)
+        run = _clip_run(load_run(checkpoint, device=device), checkpoint)
         index = open_index(index_dir, expect_config_hash=run.config.hash())
         query, _ = run.task.embed_clip(run.model, source)
     else:

@@ -152,24 +152,6 @@ def supervised_info_nce(x: torch.Tensor, labels: torch.Tensor, temperature: floa
     return per_row[anchors].mean()
 
 
-def two_halves_info_nce(hidden: torch.Tensor, lengths: torch.Tensor, embed, groups: torch.Tensor | None = None,
-                        temperature: float = 0.1) -> torch.Tensor:
-    """:func:`symmetric_info_nce` between the pooled embeddings of each sequence's first and second half.
-
-    hidden [S, T, d] states of S right-padded sequences, lengths [S]; ``embed(hidden, mask [S, T])``
-    pools and projects to [S, d_emb]; groups [S]: sequences of one source (e.g. windows of one
-    stream) are not negatives of each other. Sequences shorter than 2 steps are left out; 0 when
-    fewer than two remain.
-    """
-    t = torch.arange(hidden.shape[1], device=hidden.device)[None]
-    half = (lengths // 2)[:, None]
-    a, b = embed(hidden, t < half), embed(hidden, (t >= half) & (t < lengths[:, None]))
-    keep = lengths >= 2
-    if keep.sum() < 2:
-        return hidden.new_zeros(())
-    return symmetric_info_nce(a[keep], b[keep], None if groups is None else groups[keep], temperature)
-
-
 @dataclass
 class HighlightLoss:
     """The total loss and its parts (each a scalar tensor); :meth:`as_dict` gives floats for logging."""

@@ -393,16 +393,17 @@ def title_dim(root: Path) -> int:
     """Width of the title embeddings of a KuaiLive folder (read from the .npy header only)."""
     from mm_live.data.kuailive import TITLE_FILES
     from mm_live.data.rooms import tables_dir
+    from mm_live.data.sources import array_shape
 
     tables = tables_dir(root)
     path = next((tables / n for n in TITLE_FILES if (tables / n).is_file()), None)
     if path is None:
         raise DataError(f"{tables}: no manifest.jsonl with clips and no {TITLE_FILES[0]}: EM3 needs room content "
                         "(clips, or title embeddings)")
-    arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    if arr.ndim != 2:
-        raise DataError(f"{path}: expected a matrix [n_titles, d], got shape {arr.shape}")
-    return int(arr.shape[1])
+    shape = array_shape(path)
+    if len(shape) != 2:
+        raise DataError(f"{path}: expected a matrix [n_titles, d], got shape {shape}; save one title vector per row")
+    return int(shape[1])
 
 
 class EM3Task(Task):

@@ -639,13 +639,6 @@ def _leftovers(out: Path) -> list[Path]:
 # Cases whose fix lies in a file of another part of the code base, named in the reason; strict, so
 # the test fails (and this entry must go) as soon as the fix lands.
 OPEN = {
-    "kuailive_corrupt_titles": "pipelines/em3.py title_dim reads the .npy header with a bare np.load (a traceback); "
-                               "use mm_live.data.sources.array_shape",
-    "export_index_with_a_features_run": "an AttributeError (exit 1): export/embed_clip never check the run's route; "
-                                        "mm_live/export.py or pipelines/highlight.py embed_clip must refuse a features run",
-    "clip_zero_seconds": "mm_live/scoring.py encode_clip: 'shorter than one step ... nothing to score' gives no fix",
-    "clip_corrupted_in_the_middle": "mm_live/live_source.py: 'the stream could not be decoded' gives no fix "
-                                    "(re-download or re-export the clip)",
 }
 
 

@@ -154,9 +154,6 @@ UNSAFE = {
 # Known offenders in files of other parts of the code base, each with the fix; the test fails when an
 # entry no longer matches, so the list only shrinks.
 KNOWN = {
-    ("mm_live/live.py", "weights_only=False"): "the watch's resume state: save it as JSON (+ safetensors for tensors) "
-                                               "or load it with weights_only=True",
-    ("mm_live/live.py", "torch.load without weights_only=True"): "same line as above",
 }
 
 
