@@ -298,6 +298,7 @@ class Trainer:
         tc = self.config.train
         self.model.to(self.device)
         step, epoch, micro_done, best, best_step = 0, 0, 0, None, None
+        created = False  # a run directory this call made is removed again if it fails before a checkpoint
         if resume:
             ckpt = self._resume_checkpoint()
             load_weights(self.model, ckpt)
@@ -315,6 +316,7 @@ class Trainer:
         else:
             seed_everything(tc.seed)
             if self.main:
+                created = not self.out_dir.exists()
                 self.out_dir.mkdir(parents=True, exist_ok=True)
                 (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)
         run_step = self._wrap()
@@ -383,6 +385,12 @@ class Trainer:
                     micro_done = 0
                     continue
                 break
+        except BaseException:
+            # A bad input found mid-run (a clip corrupted in the middle, ...) or Ctrl-C before the
+            # first checkpoint leaves nothing half-made behind; a run with a checkpoint is kept for --resume.
+            if created and not (self.out_dir / "last").exists() and not (self.out_dir / "best").exists():
+                shutil.rmtree(self.out_dir, ignore_errors=True)
+            raise
         finally:
             bar.close()
         distributed.barrier()  # every rank returns once rank 0's checkpoints are written

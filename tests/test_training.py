@@ -118,3 +118,30 @@ def test_checkpoint_errors(tmp_path):
     with pytest.raises(CheckpointError, match="incomplete"):
         load_checkpoint(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # no temp leftovers
+
+
+@pytest.mark.parametrize("fail_at, premade, kept", [(2, False, False), (8, False, True), (2, True, True)])
+def test_failed_run_leaves_no_half_made_directory(tmp_path, fail_at, premade, kept):
+    """A bad input found mid-run (e.g. a clip corrupted in the middle) before the first checkpoint
+    removes the run directory this run created; after a checkpoint, or in a folder the user made, it stays."""
+    from mm_live.errors import DataError
+
+    out = tmp_path / "run"
+    if premade:
+        out.mkdir()
+    model, trainer = _trainer(out)
+    calls = {"n": 0}
+    step = model.training_step
+
+    def failing(batch):
+        calls["n"] += 1
+        if calls["n"] == fail_at:
+            raise DataError("clip.mp4: corrupt in the middle; re-export it")
+        return step(batch)
+
+    model.training_step = failing
+    with pytest.raises(DataError):
+        trainer.fit()
+    assert out.exists() == kept
+    if kept and not premade:
+        assert (out / "last").is_dir()  # checkpoint of step 3 (micro-batch 6) is kept for --resume
