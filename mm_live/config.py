@@ -196,6 +196,11 @@ class HighlightConfig:
     n_negatives: int = 7  # permuted text orders per stream in the alignment loss
     realign: bool = True  # hard-DTW re-alignment of comment embeddings (score t then sees comments up to t + max_comment_lag)
     alignment: bool = True  # False: no alignment loss and no re-alignment (the ablation)
+    # Score t attends to the comments of steps t .. t + max_comment_lag (mm_live/lookahead.py): places a
+    # chat reaction back at what it reacts to when nothing in frames/audio matches; scores are final
+    # max_comment_lag steps late (as with realign). lookahead_dropout: on its comment features.
+    comment_lookahead: bool = False
+    lookahead_dropout: float = 0.2
     window_steps: int = 64  # steps per training window; scoring never gives a step more past context than this
     # The clip/segment embedding (what export-index stores) is trained by a multi-positive InfoNCE over
     # the embed_segment_steps-step segments of a batch: positives are segments of the same stream, and
@@ -216,6 +221,7 @@ class HighlightConfig:
             _in_range(getattr(self, name), f"{p}.{name}", 0.0, 1e6)
         _positive(self.dtw_gamma, f"{p}.dtw_gamma")
         _positive(self.embed_temperature, f"{p}.embed_temperature")
+        _in_range(self.lookahead_dropout, f"{p}.lookahead_dropout", 0.0, 0.99)
 
 
 @dataclass

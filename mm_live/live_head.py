@@ -8,6 +8,9 @@ returns the logits of the steps that became final, in order. It computes what on
   row of its accumulated-cost table; text step ``i`` adds its embedding to the video step it
   refers to (in ``[i - w, i]``), so video step ``j`` is final once step ``j + w`` is in — the
   ``max_comment_lag`` delay causality requires (none with re-alignment off);
+* the comment look-ahead (``highlight.comment_lookahead``): step ``t`` reads the comments of steps
+  ``t .. t + w``, so it too is final ``w`` steps late; steps past the end of the stream count as
+  comment-free, as in one pass over the whole stream;
 * the temporal transformer: step ``t`` sees the input steps ``stream_start(t) .. t`` that
   :meth:`~mm_live.temporal.CausalTemporalTransformer.stream` gives it (a ring of at most
   ``window_steps`` inputs is kept).
@@ -33,7 +36,8 @@ class HighlightStepper:
         h = model.cfg.highlight
         self.model = model
         self.realign = bool(model.use_alignment and h.realign)
-        self.lag = int(model.cfg.media.max_comment_lag) if self.realign else 0
+        self.lookahead = model.lookahead
+        self.lag = int(model.cfg.media.max_comment_lag) if self.realign or self.lookahead is not None else 0
         w = h.window_steps
         self.window, self.context = max(1, w // 2), w - max(1, w // 2)
         self.streamer = streamer  # [1] hashed id
@@ -41,7 +45,8 @@ class HighlightStepper:
         self.next_out = 0  # steps whose logits were returned
         self.x: list[torch.Tensor] = []  # temporal inputs of steps x_start .. next_out - 1
         self.x_start = 0
-        self.pending: list[dict[str, torch.Tensor]] = []  # steps next_out .. next_in - 1 (fused, z, v, sum, count)
+        # steps next_out .. next_in - 1: fused, z, v, sum, count (re-alignment), text, has (look-ahead)
+        self.pending: list[dict[str, torch.Tensor]] = []
         self.cost_row: np.ndarray | None = None  # last row of the online DTW table [w + 1]
 
     @torch.inference_mode()
@@ -54,7 +59,8 @@ class HighlightStepper:
         for k in range(z.shape[0]):
             has = bool(f.has_text[0, k])
             self.pending.append({"fused": f.fused[0, k] + streamer, "z": z[k], "v": v[k],
-                                 "sum": torch.zeros_like(z[k]), "count": torch.zeros((), dtype=torch.long)})
+                                 "sum": torch.zeros_like(z[k]), "count": torch.zeros((), dtype=torch.long),
+                                 "text": f.text[0, k], "has": f.has_text[0, k].clone()})
             i = self.next_in
             self.next_in += 1
             if self.realign:
@@ -100,7 +106,15 @@ class HighlightStepper:
         count = p["count"]
         z_in = p["sum"] / count.clamp(min=1).to(p["sum"].dtype)
         mask = (count > 0).to(p["z"].dtype)
-        self.x.append(torch.cat([p["fused"], z_in, mask[None]]))
+        step = p["fused"]
+        if self.lookahead is not None:  # the comments of steps t .. t + lag: p and the next pending ones
+            ahead = [p] + self.pending[: self.lag]
+            text = p["text"].new_zeros(self.lag + 1, p["text"].shape[0])
+            has = torch.zeros(self.lag + 1, dtype=torch.bool, device=text.device)
+            text[: len(ahead)] = torch.stack([a["text"] for a in ahead])
+            has[: len(ahead)] = torch.stack([a["has"] for a in ahead])
+            step = step + self.lookahead.attend(step, text, has)
+        self.x.append(torch.cat([step, z_in, mask[None]]))
         start = m.temporal.stream_start(t, self.window, self.context)
         drop = start - self.x_start
         if drop > 0:

@@ -8,7 +8,8 @@ with ``quant.learn``, the product quantizer's codebooks along with it.
 Comment re-alignment (ContentCTR's DTW, our placement): the text embedding of step i moves, by the
 open-end hard DTW in the band ``[i − w, i]`` (``w = media.max_comment_lag``), to the video step it
 refers to, so score t depends on comments up to ``t + w`` and nothing later (tested); turn
-``highlight.realign`` off for strictly causal scores. See docs/highlight.md and docs/design.md.
+``highlight.realign`` off for strictly causal scores. ``highlight.comment_lookahead`` adds a learned,
+bounded look-ahead (mm_live/lookahead.py): score t attends to the comments of steps ``t .. t + w``. See docs/highlight.md and docs/design.md.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from mm_live import runs
 from mm_live.alignment import alignment_loss, realign_comments
 from mm_live.config import MODALITIES, Config
 from mm_live.errors import ConfigError
+from mm_live.lookahead import CommentLookahead
 from mm_live.losses import highlight_loss, supervised_info_nce
 from mm_live.metrics import auc, kendall_tau, trapezoid_ap
 from mm_live.multimodal import MultimodalEncoder, MultimodalInputs
@@ -87,6 +89,9 @@ class HighlightModel(nn.Module):
         self.video_proj = nn.Linear(steps.video_dim, D_ALIGN)
         self.streamer = nn.Embedding(h.n_streamers, d)
         nn.init.normal_(self.streamer.weight, std=0.02)
+        # bounded look-ahead over the as-posted comments of steps t .. t + max_comment_lag (None: off)
+        self.lookahead = (CommentLookahead(d, steps.text_dim, D_ALIGN, cfg.media.max_comment_lag, h.lookahead_dropout)
+                          if h.comment_lookahead else None)
         self.temporal = CausalTemporalTransformer(d + D_ALIGN + 1, h.d_model, h.n_layers, h.n_heads, h.lookback_steps,
                                                   dropout=cfg.fusion.dropout)
         self.head = nn.Linear(h.d_model, 1)
@@ -106,7 +111,9 @@ class HighlightModel(nn.Module):
         """Step features [S, T, ...], lengths [S], hashed streamer ids [S] -> :class:`HighlightOutput`.
 
         One stream in eval mode (scoring, evaluation) streams through the temporal model in chunks
-        whose steps see at most ``highlight.window_steps`` of past, as in training windows."""
+        whose steps see at most ``highlight.window_steps`` of past, as in training windows. With
+        ``highlight.comment_lookahead`` the step features [S, T, d] also get the look-ahead's reading
+        of the comments of steps t .. t + max_comment_lag (the as-posted ones, whatever re-alignment does)."""
         z, v = self.text_proj(f.text), self.video_proj(f.video)  # [S, T, D_ALIGN]
         if self.use_alignment and self.cfg.highlight.realign:
             z_in, m = torch.zeros_like(z), torch.zeros_like(f.has_text)
@@ -115,7 +122,10 @@ class HighlightModel(nn.Module):
                                                           f.has_text[s, :n], online=True)
         else:
             z_in, m = z * f.has_text.unsqueeze(-1).to(z.dtype), f.has_text
-        x = torch.cat([f.fused + self.streamer(streamer).unsqueeze(1), z_in, m.unsqueeze(-1).to(z.dtype)], -1)
+        step = f.fused + self.streamer(streamer).unsqueeze(1)  # [S, T, d]
+        if self.lookahead is not None:
+            step = step + self.lookahead(step, f.text, f.has_text)
+        x = torch.cat([step, z_in, m.unsqueeze(-1).to(z.dtype)], -1)
         if x.shape[0] == 1 and not self.training:
             w = self.cfg.highlight.window_steps
             hidden = self.temporal.stream(x[0], window=max(1, w // 2), context=w - max(1, w // 2))[None]

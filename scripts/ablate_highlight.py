@@ -11,6 +11,9 @@ Rows, in one table:
   pointwise     pointwise loss only (no border-aware pairwise, no first-order term)
   frames_only   the model sees frames only
   frames_audio  the model sees frames and audio (no comments)
+  lookahead     full + the bounded comment look-ahead (highlight.comment_lookahead: score t attends to
+                the comments of steps t .. t + max_comment_lag, mm_live/lookahead.py)
+  lookahead_no_align  the look-ahead without the alignment loss and the re-alignment
   comment_density / audio_rms / visual_change / random   the baselines of mm_live/baselines.py
 
 Metrics on the held-out streams (every 4th stream, never trained on): AUC (highlight step vs not,
@@ -60,11 +63,13 @@ METRICS = ("auc", "kendall_tau", "top5_map")
 RISING = tuple(k for k, v in HARD_TYPES.items() if v.rises)
 DISTRACTORS = tuple(k for k, v in HARD_TYPES.items() if not v.rises)
 VARIANTS = {
-    "full": dict(),
+    "full": dict(overrides={"highlight.comment_lookahead": False}),  # the design before the look-ahead
     "no_align": dict(alignment=False),
     "pointwise": dict(overrides={"highlight.alpha_bap": 0.0, "highlight.beta_diff": 0.0}),
     "frames_only": dict(modalities=("frame",)),
     "frames_audio": dict(modalities=("frame", "audio")),
+    "lookahead": dict(overrides={"highlight.comment_lookahead": True}),
+    "lookahead_no_align": dict(alignment=False, overrides={"highlight.comment_lookahead": True}),
 }
 # Diagnostics, not in the default table: keep the soft-DTW alignment loss but feed the as-posted comments.
 EXTRA = {"no_realign": dict(overrides={"highlight.realign": False})}
@@ -263,7 +268,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3, help="frozen-route seeds (data + training)")
     p.add_argument("--lora-seeds", type=int, default=1, help="LoRA-route seeds (the first ones of --seeds)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS) + list(EXTRA),
-                   help="frozen-route model rows (default: the five of the table)")
+                   help="frozen-route model rows (default: the seven of the table)")
     p.add_argument("--lora-variants", nargs="+", default=["full", "frames_audio"], choices=list(VARIANTS))
     p.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed + 1, ...")
     p.add_argument("--streams", type=int, default=16)
