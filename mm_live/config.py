@@ -308,15 +308,14 @@ class QuantConfig:
 
 @dataclass
 class TrainConfig:
-    # Defaults sized for a small dataset on 2 CPU cores (16 streams x 60 s: 36 optimizer steps of 2
-    # windows, held-out highlight scores 3.5x the rest; docs/results.md "Training defaults"): small
-    # batches give more optimizer steps per pass over the data and a quarter of batch 8's memory.
-    lr: float = 1e-3
+    # Generic defaults; a task may set its own before a config file is applied (Task.train_defaults:
+    # the highlight task trains with small batches, sized for a small dataset on 2 CPU cores).
+    lr: float = 3e-4
     weight_decay: float = 0.01
     warmup_steps: int | None = None  # linear warm-up length; None: warmup_fraction of the run's optimizer steps
     warmup_fraction: float = 0.1
-    epochs: int = 6
-    batch_size: int = 2
+    epochs: int = 10
+    batch_size: int = 8
     grad_clip: float = 1.0
     grad_accum: int = 1
     eval_every: int = 50
@@ -403,8 +402,9 @@ class Config:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def load_config(path: str | Path) -> Config:
-    """Read a JSON or YAML config; missing sections/fields take their defaults."""
+def load_config(path: str | Path, defaults: dict[str, Any] | None = None) -> Config:
+    """Read a JSON or YAML config; missing sections/fields take ``defaults`` (dotted, e.g. a task's
+    ``{"train.batch_size": 2}``), then the dataclass defaults."""
     from mm_live.jsonl import read_text
 
     path = Path(path)
@@ -431,6 +431,10 @@ def load_config(path: str | Path) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections (e.g. {{\"media\": {{...}}}}), "
                           f"got {type(data).__name__}")
+    for key, value in (defaults or {}).items():
+        section, field = key.split(".")
+        if isinstance(data.get(section, {}), dict):
+            data[section] = {field: value, **data.get(section, {})}  # the file's own value wins
     try:
         return Config.from_dict(data)
     except ConfigError as exc:

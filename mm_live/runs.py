@@ -73,8 +73,13 @@ def load_run(path: str | Path, *, task: str | None = None, device: str | torch.d
 
 
 def resolve_config(config: Config | str | Path | None, task: str, overrides: dict[str, Any] | None = None) -> Config:
-    """A config from an object, a file or the defaults, with ``task.name`` and dotted overrides applied."""
-    cfg = config if isinstance(config, Config) else (load_config(config) if config else Config())
+    """A config from an object, a file or the defaults, with ``task.name`` and dotted overrides applied.
+    Fields neither the file nor the overrides set take the task's own defaults (``Task.train_defaults``)."""
+    defaults = get_task(task).train_defaults
+    if isinstance(config, Config):
+        cfg = config
+    else:
+        cfg = load_config(config, defaults) if config else Config().replace(**defaults)
     changes = {"task.name": task, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     return cfg.replace(**changes)
 

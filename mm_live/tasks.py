@@ -37,6 +37,9 @@ class Task:
     name: str = ""
     metric: str = "loss"  # the held-out metric that picks ``best/``
     mode: str = "min"  # "max" when a larger metric is better
+    # Dotted config defaults of this task, applied under a config file's own values and the CLI's
+    # overrides (e.g. {"train.batch_size": 2}); empty: the dataclass defaults.
+    train_defaults: dict[str, Any] = {}
 
     def configure(self, cfg: Config, data: Any, **options: Any) -> Config:
         """Fill the data-dependent parts of ``cfg.task`` (route, feature dims, ...) before the model is built."""

@@ -41,3 +41,22 @@ def test_trainer_schedule_uses_the_fraction(tmp_path):
         trainer.scheduler.step()
     assert lrs[:5] == pytest.approx([0.1 * (s + 1) / 5 for s in range(5)])  # linear up to the peak at step 4
     assert lrs[5] < lrs[4]  # then cosine decay
+
+
+def test_task_train_defaults_sit_under_the_config_file_and_the_overrides(tmp_path):
+    """Highlight's small-data defaults (batch 2) do not leak into gifting/EM3 (batch 8), and a value
+    the config file or the CLI sets wins over the task's default."""
+    import json
+
+    from mm_live.runs import resolve_config
+
+    assert resolve_config(None, "highlight").train.batch_size == 2
+    assert resolve_config(None, "highlight").train.lr == 1e-3
+    assert resolve_config(None, "gifting").train.batch_size == Config().train.batch_size == 8
+    assert resolve_config(None, "em3").train.lr == Config().train.lr
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"train": {"batch_size": 4}, "media": {"step_seconds": 2.0}}))
+    cfg = resolve_config(f, "highlight")
+    assert (cfg.train.batch_size, cfg.train.lr, cfg.media.step_seconds) == (4, 1e-3, 2.0)
+    assert resolve_config(f, "highlight", {"train.lr": 0.5}).train.lr == 0.5
+    assert resolve_config(f, "gifting").train.lr == Config().train.lr
