@@ -211,8 +211,13 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def _cell(r: dict, ref: dict | None = None) -> str:
+    """mean ± std; with ``ref``: (Δ mean ± std of the per-seed differences — seeds share data, so the
+    paired spread is the one that says whether a difference is more than seed noise)."""
     s = f"{r['mean']:.3f} ± {r['std']:.3f}"
-    return s if ref is None else s + f" ({r['mean'] - ref['mean']:+.3f})"
+    if ref is None:
+        return s
+    d = _stat([a - b for a, b in zip(r["per_seed"], ref["per_seed"])])
+    return s + f" (Δ {d['mean']:+.3f} ± {d['std']:.3f})"
 
 
 def table(report: dict) -> str:
@@ -283,7 +288,7 @@ def main() -> None:
     args = p.parse_args()
     report = run(args)
     print(table(report))
-    print(f"\nmean ± sample std over seeds; (Δ) = variant − full; load average start {report['load_average']['start']}, "
+    print(f"\nmean ± sample std over seeds; (Δ) = variant − full, paired by seed; load average start {report['load_average']['start']}, "
           f"end {report['load_average']['end']}; {report['total_seconds']:.0f} s")
     write_json(args.out, report)
     plot(report, args.plot)
