@@ -380,3 +380,160 @@ def _rows(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     if table.ndim == 2:
         return table[idx]
     return torch.gather(table, 1, idx.unsqueeze(-1).expand(-1, -1, table.shape[-1]))
+
+
+# ----------------------------------------------------------------------------- serving: a prepared history
+
+
+def default_shortlist(length: int, top_k: int) -> int:
+    """Shortlist size for :class:`CodedHistory` re-scoring, by history length: ``max(6 * top_k, L / 25)``
+    capped at ``L``. 16-byte codes cannot order near-tied items, and more near-ties crowd the head as
+    ``L`` grows, so the exact top-k sits deeper in the code ranking of a longer history. On
+    bench_approx_attention's clustered histories this keeps >= 0.9 of the exact top-100 at 1k-100k."""
+    return min(length, max(6 * top_k, length // 25))
+
+
+@dataclass
+class CodedAttention:
+    """numpy output of :meth:`CodedHistory.attend`: context [B, d] float32; weights [B, k] softmax;
+    indices [B, k] int64 history positions, best first; scores [B, k] exact scaled scores."""
+
+    context: np.ndarray
+    weights: np.ndarray
+    indices: np.ndarray
+    scores: np.ndarray
+
+
+class CodedHistory:
+    """One user's history prepared once and reused across requests: lookup-table attention for serving.
+
+    Built from 4-bit codebooks [m, 16, d/m] and codes [L, m]: the codes are packed once into a faiss
+    ``IndexPQFastScan`` (SIMD 4-bit table lookups over blocks of ``bbs`` items, ``m / 2`` bytes per
+    item: 16 at m = 32), so a request pays no index build or code copy. A request (numpy in, numpy out):
+
+    1. :meth:`shortlist` -- faiss fast-scan ranks all L items by table sums (faiss rounds the tables
+       to 8 bits for the SIMD scan, so this ranking is approximate) and keeps the best ``n``;
+    2. the shortlist is scored exactly, ``<q, v> / sqrt(d)``, against :meth:`vectors` -- the raw rows
+       when ``raw`` [L, d] was given (e.g. fetched from a feature store), else the decoded codes;
+       for B > 1 the union of the B shortlists is scored with one matrix product;
+    3. softmax attention over the ``top_k`` best (:meth:`attend`).
+
+    faiss does the 4-bit scan with in-register shuffles that torch/numpy cannot express, which is why
+    the scan is faiss and not :func:`table_scores`. Without ``raw``, a row-major copy of the packed
+    codes (another ``m / 2`` bytes per item) is kept to decode the shortlist. The differentiable path
+    for training stays :class:`ApproxTargetAttention`.
+    """
+
+    def __init__(self, codebooks, codes, raw: np.ndarray | None = None, *, bbs: int = 32):
+        import faiss
+
+        from mm_live.index import faiss_pq_index
+
+        cb = np.ascontiguousarray(codebooks.detach().cpu().numpy() if isinstance(codebooks, torch.Tensor) else codebooks,
+                                  dtype=np.float32)
+        if cb.ndim != 3 or cb.shape[1] != 16 or cb.shape[0] % 2:
+            raise ConfigError(f"CodedHistory needs 4-bit codebooks [m (even), 16, d/m], got {cb.shape}: "
+                              "fit the quantizer with quant.nbits=4 and an even quant.m")
+        self.m, _, self.dsub = cb.shape
+        self.d = self.m * self.dsub
+        self.codebooks = cb
+        c = np.asarray(codes.cpu().numpy() if isinstance(codes, torch.Tensor) else codes)
+        if c.ndim != 2 or c.shape[1] != self.m or len(c) == 0:
+            raise DataError(f"history codes have shape {c.shape}, expected [L >= 1, {self.m}]: encode the history with the same quantizer")
+        if raw is not None:
+            raw = _as_float32_matrix(raw, self.d, "raw history vectors")
+            if len(raw) != len(c):
+                raise DataError(f"raw history has {len(raw)} rows for {len(c)} codes: pass one raw vector per coded item")
+        self.raw = raw
+        self.length = len(c)
+        # An IndexPQ with our codebooks holding the codes, converted once into fast-scan blocks.
+        self._flat = faiss_pq_index(cb)
+        packed = faiss.pack_bitstrings(np.ascontiguousarray(c, dtype=np.int32), 4)  # [L, m / 2]
+        faiss.copy_array_to_vector(packed.ravel(), self._flat.codes)
+        self._flat.ntotal = self.length
+        self.index = faiss.IndexPQFastScan(self._flat, bbs)
+        self._flat.reset()  # the fast-scan index holds its own copy
+        self.packed = packed if raw is None else None
+
+    @classmethod
+    def from_quantizer(cls, pq: ProductQuantizer, history, *, keep_raw: bool = False) -> "CodedHistory":
+        """Encode ``history`` [L, d] with ``pq`` (nbits = 4) and prepare it; ``keep_raw`` keeps the raw
+        vectors for exact re-scoring of the shortlist."""
+        raw = _as_float32_matrix(history, pq.d, "history") if keep_raw else None
+        return cls(pq.codebooks_numpy(), pq.encode(history), raw)
+
+    def __len__(self) -> int:
+        return self.length
+
+    @property
+    def resident_bytes_per_item(self) -> int:
+        """Code bytes per item kept in memory: the fast-scan blocks, plus the row-major copy when there
+        is no raw history (raw rows are fetched per request, not counted)."""
+        return self.index.code_size * (2 if self.packed is not None else 1)
+
+    def shortlist(self, queries: np.ndarray, n: int) -> np.ndarray:
+        """queries [B, d] float32 -> positions [B, n] int64 of the best ``n`` by fast-scan table sums, best first."""
+        _, ids = self.index.search(queries, min(n, self.length))
+        return ids
+
+    def codes(self, ids: np.ndarray) -> np.ndarray:
+        """ids [n] -> codes [n, m] int32 (needs the row-major copy: no raw history)."""
+        import faiss
+
+        return faiss.unpack_bitstrings(self.packed[ids], self.m, 4)
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """ids [n] -> [n, d] float32: raw rows when kept, else decoded codes."""
+        if self.raw is not None:
+            return self.raw[ids]
+        return self._flat.pq.decode(self.packed[ids])
+
+    def table_scores(self, queries: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Exact table sums ``sum_j <q_j, C_j[code_j]>`` = ``<q, decode(code)>``: queries [B, d], ids [n] -> [B, n]."""
+        tables = np.einsum("bmd,mkd->bmk", queries.reshape(len(queries), self.m, self.dsub), self.codebooks)
+        cols = self.codes(ids) + np.arange(self.m) * 16  # [n, m] into the flattened [m * 16] table
+        return tables.reshape(len(queries), -1)[:, cols].sum(-1)
+
+    def attend(self, queries, top_k: int = 100, shortlist: int | None = None) -> CodedAttention:
+        """queries [B, d] (numpy or torch) -> CodedAttention (k = min(top_k, L)); see the class docstring."""
+        q = queries.detach().cpu().numpy() if isinstance(queries, torch.Tensor) else queries
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        k = min(top_k, self.length)
+        short = self.shortlist(q, max(k, shortlist or default_shortlist(self.length, k)))  # [B, S]
+        if len(q) == 1:
+            union, pos = short[0], np.arange(short.shape[1])[None]
+        else:  # score each item once even when several shortlists hold it
+            seen = np.zeros(self.length, dtype=bool)
+            seen[short.ravel()] = True
+            union = np.flatnonzero(seen)
+            where = np.empty(self.length, dtype=np.int64)
+            where[union] = np.arange(len(union))
+            pos = where[short]  # [B, S] into union
+        v = self.vectors(union)  # [U, d]
+        full = _product(q, v.T) * np.float32(self.d ** -0.5)  # [B, U]
+        scores = np.take_along_axis(full, pos, 1)  # [B, S]
+        if k < scores.shape[1]:  # the k best of each shortlist, then sorted
+            part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            pos, scores = np.take_along_axis(pos, part, 1), np.take_along_axis(scores, part, 1)
+        order = np.argsort(-scores, axis=1, kind="stable")
+        chosen, scores = np.take_along_axis(pos, order, 1), np.take_along_axis(scores, order, 1)  # [B, k]
+        w = np.exp(scores - scores[:, :1])
+        w /= w.sum(1, keepdims=True)
+        context = _product(w[:, None, :], v[chosen])[:, 0]  # [B, d]
+        return CodedAttention(context, w, union[chosen], scores)
+
+
+def _product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for the serving path. One query's products are small enough for numpy (no thread
+    hand-off: 110 vs 150 us per 10k-item request); batches go through torch on zero-copy views, since
+    numpy's own BLAS thread pool fights torch's and faiss's for the cores (4x slower at B = 32)."""
+    if a.shape[-2] == 1 and a.shape[0] == 1:
+        return a @ b
+    return (_view(a) @ _view(b)).numpy()
+
+
+def _view(x: np.ndarray) -> torch.Tensor:
+    """A torch view of a C-contiguous array or of the transpose of one (no copy)."""
+    if x.ndim == 2 and not x.flags.c_contiguous and x.T.flags.c_contiguous:
+        return torch.from_numpy(x.T).t()
+    return torch.from_numpy(np.ascontiguousarray(x))

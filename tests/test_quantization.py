@@ -7,6 +7,7 @@ from mm_live.errors import ConfigError, DataError
 from mm_live.index import faiss_pq_index
 from mm_live.quantization import (
     ApproxTargetAttention,
+    CodedHistory,
     ProductQuantizer,
     exact_target_attention,
     lookup_tables,
@@ -146,6 +147,59 @@ def test_approx_attention_picks_the_exact_top_k_of_the_decoded_items(nbits, shar
         assert set(out.indices[b].tolist()) == set(exact[b].topk(20).indices.tolist())
     torch.testing.assert_close(out.scores, exact.topk(20).values / 32 ** 0.5)
     torch.testing.assert_close(out.weights.sum(-1), torch.ones(4))
+
+
+@pytest.fixture(scope="module")
+def four_bit():
+    x = unit_vectors(2000, 32, seed=11)
+    return x, ProductQuantizer(32, m=8, nbits=4).fit(x, niter=8)
+
+
+def test_coded_history_table_scores_equal_inner_products_with_decoded(four_bit):
+    x, pq = four_bit
+    history = CodedHistory.from_quantizer(pq, x)
+    decoded = pq.decode(pq.encode(x)).numpy()
+    q = unit_vectors(3, 32, seed=12) * 20
+    ids = np.array([0, 7, 1999, 500, 7])
+    np.testing.assert_allclose(history.table_scores(q, ids), q @ decoded[ids].T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(history.vectors(ids), decoded[ids])
+    assert history.resident_bytes_per_item == 8  # 4 B of fast-scan blocks + 4 B row-major for decoding
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_coded_history_attends_to_the_exact_top_k_of_the_decoded_items(four_bit, batch):
+    x, pq = four_bit
+    history = CodedHistory.from_quantizer(pq, x)
+    decoded = pq.decode(pq.encode(x)).numpy()
+    q = unit_vectors(batch, 32, seed=13) * 20
+    out = history.attend(q, top_k=10, shortlist=100)  # the fast-scan shortlist holds the exact top-10
+    exact = q @ decoded.T / 32 ** 0.5
+    best = -np.sort(-exact, axis=1)[:, :10]
+    assert out.indices.shape == out.weights.shape == out.scores.shape == (batch, 10)
+    np.testing.assert_allclose(out.scores, best, rtol=1e-5, atol=1e-5)  # same top-k, ties aside
+    np.testing.assert_allclose(np.take_along_axis(exact, out.indices, 1), out.scores, rtol=1e-5, atol=1e-5)
+    w = np.exp(best - best[:, :1])
+    w /= w.sum(1, keepdims=True)
+    np.testing.assert_allclose(out.context, np.einsum("bk,bkd->bd", w, decoded[out.indices]), rtol=1e-4, atol=1e-5)
+
+
+def test_coded_history_with_raw_over_everything_equals_exact_attention(four_bit):
+    x, pq = four_bit
+    history = CodedHistory.from_quantizer(pq, x[:300], keep_raw=True)
+    q = unit_vectors(3, 32, seed=14)
+    out = history.attend(torch.tensor(q), top_k=300)
+    ctx, scores = exact_target_attention(torch.tensor(q), torch.tensor(x[:300]))
+    np.testing.assert_allclose(out.context, ctx.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out.scores, -np.sort(-scores.numpy(), axis=1), rtol=1e-5, atol=1e-6)
+
+
+def test_coded_history_refuses_other_bit_widths_and_misaligned_raw(fitted, four_bit):
+    x, pq = fitted
+    with pytest.raises(ConfigError, match="4-bit codebooks .* quant.nbits=4"):
+        CodedHistory.from_quantizer(pq, x[:100])
+    x4, pq4 = four_bit
+    with pytest.raises(DataError, match="raw history has 99 rows for 100 codes"):
+        CodedHistory(pq4.codebooks_numpy(), pq4.encode(x4[:100]), x4[:99])
 
 
 def test_shortlist_smaller_than_top_k_is_refused(fitted):
