@@ -260,7 +260,8 @@ def plot(report: dict, path: Path) -> None:
                      fontsize=9)
         if k == "auc":
             ax.axhline(0.5, color="r", lw=0.6, ls="--")
-    fig.suptitle(f"highlight ablation on held-out hard synthetic streams, frozen route, {report['seeds']} seeds "
+    fig.suptitle(f"highlight ablation on held-out hard synthetic streams ({report['streams']} per seed, every 4th held out), "
+                 f"frozen route, {report['seeds']} seeds\n"
                  "(blue = model variants, grey = baselines; mean ± std, dots = seeds)", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
