@@ -19,7 +19,8 @@ Two ways to get the codebooks, both here:
 Approximate attention (SEMINAR): for a query ``q`` the table ``T[j, k] = <q_j, C_j[k]>`` (``m x K``)
 is computed once; a coded item's score is ``sum_j T[j, code_j]`` -- exactly ``<q, decode(code)>`` in
 ``O(m)`` per item instead of ``O(d)``. :class:`ApproxTargetAttention` shortlists a long history by
-those scores and runs exact attention over the best few.
+those scores and runs exact attention over the best few (torch, differentiable); :class:`CodedHistory`
+does the same for serving over a history prepared once as a faiss 4-bit fast-scan index.
 """
 
 from __future__ import annotations
