@@ -313,6 +313,8 @@ class Trainer:
                 self._truncate_log(step)
                 for tmp in [*self.out_dir.glob(".best.*.tmp"), *self.out_dir.glob(".last.*.tmp")]:
                     shutil.rmtree(tmp, ignore_errors=True)  # a checkpoint write cut by the kill
+                if best_step == step and not (self.out_dir / "best").exists():
+                    self._save("best", meta=ckpt.meta)  # killed between last/ and best/ of this step
         else:
             seed_everything(tc.seed)
             if self.main:
@@ -370,14 +372,18 @@ class Trainer:
                         last_eval = self._evaluate(step)
                         value = last_eval.get(self.metric)
                         # ties go to the later (longer-trained) checkpoint
-                        if value is not None and (best is None or (value >= best if self.mode == "max" else value <= best)):
+                        improved = value is not None and (best is None or (value >= best if self.mode == "max" else value <= best))
+                        if improved:
                             best, best_step = value, step
-                            self._save("best", meta={"step": step, "metrics": last_eval})
                         state = {"step": step, "epoch": epoch if not last_in_epoch else epoch + 1,
                                  "micro_done": micro if not last_in_epoch else 0, "best": best, "best_step": best_step,
                                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                                  "rng": _rng_state()}
+                        # last/ first: a run killed while best/ is written can still resume (and
+                        # rewrites best/ from last/, the same weights; see the resume branch above)
                         self._save("last", meta={"step": step, "metrics": last_eval}, trainer_state=state)
+                        if improved:
+                            self._save("best", meta={"step": step, "metrics": last_eval})
                     if done or interrupted:
                         break
                 else:
