@@ -7,9 +7,10 @@ trains the segment embedding export-index stores (:meth:`HighlightModel.embeddin
 with ``quant.learn``, the product quantizer's codebooks along with it.
 Comment re-alignment (ContentCTR's DTW, our placement): the text embedding of step i moves, by the
 open-end hard DTW in the band ``[i − w, i]`` (``w = media.max_comment_lag``), to the video step it
-refers to, so score t depends on comments up to ``t + w`` and nothing later (tested); turn
-``highlight.realign`` off for strictly causal scores. ``highlight.comment_lookahead`` adds a learned,
-bounded look-ahead (mm_live/lookahead.py): score t attends to the comments of steps ``t .. t + w``. See docs/highlight.md and docs/design.md.
+refers to, so score t depends on comments up to ``t + w`` and nothing later (tested).
+``highlight.comment_lookahead`` (off by default) adds a learned, bounded look-ahead
+(mm_live/lookahead.py): score t attends to the comments of steps ``t .. t + w``. Turn both
+``highlight.realign`` and ``highlight.comment_lookahead`` off for strictly causal scores. See docs/highlight.md and docs/design.md.
 """
 
 from __future__ import annotations

@@ -252,7 +252,8 @@ def test_vanished_source_ends_cleanly(stream, tmp_path):
 def test_stepper_equals_forward_steps(realign):
     """The incremental head gives forward_steps' logits over a stream longer than its chunks."""
     torch.manual_seed(0)
-    cfg = Config.from_dict(TINY).replace(**{"highlight.realign": realign, "fusion.d": 8, "fusion.n_heads": 2,
+    cfg = Config.from_dict(TINY).replace(**{"highlight.realign": realign, "highlight.comment_lookahead": False,
+                                            "fusion.d": 8, "fusion.n_heads": 2,
                                             "media.max_comment_lag": 3, "task.route": "features",
                                             "task.feature_dims": [6, 5], "highlight.window_steps": 8})
     model = build_model(cfg).eval()

@@ -62,9 +62,10 @@ def test_score_reads_comments_up_to_t_plus_lag_and_no_later(realign):
 
 
 def test_lookahead_off_ignores_future_comments():
-    """The same probe on the default model (no look-ahead, no re-alignment) moves nothing before step 20."""
+    """The same probe with the look-ahead and re-alignment off (strictly causal) moves nothing before step 20."""
     torch.manual_seed(0)
-    cfg = Config.from_dict(TINY).replace(**{"highlight.realign": False, "fusion.d": 8, "fusion.n_heads": 2,
+    cfg = Config.from_dict(TINY).replace(**{"highlight.realign": False, "highlight.comment_lookahead": False,
+                                            "fusion.d": 8, "fusion.n_heads": 2,
                                             "media.max_comment_lag": LAG, "task.route": "features",
                                             "task.feature_dims": [6, 5]})
     model, f = build_model(cfg).eval(), _features(30)

@@ -49,8 +49,8 @@ def _features(s=1, t=20, seed=0):
 
 def _feature_model(realign: bool):
     torch.manual_seed(0)
-    cfg = tiny_cfg(**{"highlight.realign": realign, "fusion.d": 8, "fusion.n_heads": 2, "media.max_comment_lag": 3,
-                      "task.route": "features", "task.feature_dims": [6, 5]})
+    cfg = tiny_cfg(**{"highlight.realign": realign, "highlight.comment_lookahead": False, "fusion.d": 8,
+                      "fusion.n_heads": 2, "media.max_comment_lag": 3, "task.route": "features", "task.feature_dims": [6, 5]})
     return build_model(cfg).eval()
 
 
