@@ -4,7 +4,7 @@ The run predicts one saliency score per annotated clip and the predictions go th
 evaluator as any Moment-DETR-style prediction file (:func:`mm_live.data.evaluate.evaluate`):
 
 - clip route (run trained on a manifest from ``mm-live data manifest``): every video of the manifest
-  is scored once (:func:`~mm_live.pipelines.highlight.score_clip`; QVHighlights queries on one video
+  is scored once (the run's task ``score``; QVHighlights queries on one video
   share its scores: the highlight model does not read the query), and the step scores are mapped
   back onto the dataset's units where they differ (YouTube Highlights' windows);
 - feature route (run trained with ``--dataset --features``): each video's feature file through the
@@ -33,11 +33,12 @@ from mm_live.errors import ConfigError, DataError
 from mm_live.fileio import atomic_open, write_json
 
 
-def _clip_predictions(model: Any, manifest: Path, dataset: str, wanted: set[str], progress: bool) -> dict[str, dict]:
+def _clip_predictions(run: runs.Run, manifest: Path, dataset: str, wanted: set[str], progress: bool) -> dict[str, dict]:
     from tqdm.auto import tqdm
 
     from mm_live.data.manifest import check_media, read_manifest
-    from mm_live.pipelines.highlight import score_clip
+
+    model = run.model
 
     records = [r for r in read_manifest(manifest) if r.id in wanted]
     if records and any(r.extra.get("dataset") != dataset for r in records):
@@ -51,7 +52,7 @@ def _clip_predictions(model: Any, manifest: Path, dataset: str, wanted: set[str]
                               "evaluate on the manifest the run was trained on")
     scored: dict[Path, np.ndarray] = {}
     for clip in tqdm(list(dict.fromkeys(r.clip for r in records)), desc="score videos", unit="video", disable=not progress):
-        scored[clip] = score_clip(clip, model=model).scores
+        scored[clip] = run.task.score(clip, None, model=model).scores  # the run's task scores, via the core
     preds = {}
     for r in records:
         s = scored[r.clip]
@@ -139,7 +140,7 @@ def evaluate_run(checkpoint: str | Path, dataset: str, annotations: str | Path, 
     if route == "clips":
         if manifest is None:
             raise ConfigError("this run was trained on videos: pass --data MANIFEST (from 'mm-live data manifest')")
-        preds = _clip_predictions(run.model, Path(manifest), dataset, {r.id for r in records}, progress)
+        preds = _clip_predictions(run, Path(manifest), dataset, {r.id for r in records}, progress)
     else:
         if features is None:
             raise ConfigError("this run was trained on features: pass --features DIR")
