@@ -122,6 +122,9 @@ class AudioEncoderConfig:
             _positive(getattr(self, name), f"{p}.{name}")
         _divides(self.n_heads, self.d_model, f"{p}.n_heads", f"{p}.d_model")
         self.lora.validate(f"{p}.lora")
+    # One extra token carrying the step's loudness (log RMS): the encoders' normalisations hide the
+    # absolute level, which is what a roar or a cheering crowd changes most (docs/highlight.md).
+    level_token: bool = True
 
 
 @dataclass

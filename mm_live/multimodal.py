@@ -154,7 +154,7 @@ class MultimodalEncoder(nn.Module):
                            **_lora_kwargs(e.frame.lora), where="encoders.frame.lora")
         audio = apply_lora(AudioEncoder(e.audio.backbone, sample_rate=cfg.media.sample_rate, n_mels=e.audio.n_mels,
                                         patch_frames=e.audio.patch_frames, d_model=e.audio.d_model,
-                                        n_layers=e.audio.n_layers, n_heads=e.audio.n_heads),
+                                        n_layers=e.audio.n_layers, n_heads=e.audio.n_heads, level_token=e.audio.level_token),
                            **_lora_kwargs(e.audio.lora), where="encoders.audio.lora")
         comment = apply_lora(CommentEncoder(e.comment.backbone, max_tokens=e.comment.max_tokens,
                                             max_comments_per_step=e.comment.max_comments_per_step,

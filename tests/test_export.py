@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ from mm_live.data.synthetic import SynthConfig, synthesize
 from mm_live.data.windows import clip_collection
 from mm_live.errors import DataError
 from mm_live.export import export_index, search_index
+from mm_live.index import open_index
 from mm_live.pipelines.highlight import build_model
 
 sys.path.insert(0, str(Path(__file__).parent / "pipelines"))
@@ -48,12 +50,19 @@ def test_export_segments_then_search_by_id_clip_and_vector(setup, tmp_path, caps
     capsys.readouterr()
     assert main(["search", "--index", str(out), "--id", "5", "-k", "3", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)
-    assert len(hits) == 3 and 5 in [h["id"] for h in hits] and hits[0]["score"] >= hits[-1]["score"]
+    # The hits are the 3 best inner products of item 5's stored vector with every stored vector
+    # (exhaustive PQ search: exact over the decoded vectors), best first.
+    index = open_index(out)
+    ids = meta["items"]["id"]
+    query = index.vector(5) / np.linalg.norm(index.vector(5))  # search normalises its query
+    ips = {i: float(index.vector(i) @ query) for i in ids}
+    assert len(hits) == 3 and [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    for h in hits:
+        assert h["score"] == pytest.approx(ips[h["id"]], abs=1e-4)
+    assert hits[-1]["score"] >= sorted(ips.values(), reverse=True)[2] - 1e-4
     clip = next(it.clip for it in clip_collection(manifest))
     res = search_index(out, checkpoint=run, clip=clip, k=4)
     assert len(res.hits[0]) == 4 and all(-1.1 <= h.score <= 1.1 for h in res.hits[0])  # PQ-decoded: about cosine
-    import numpy as np
-
     np.save(tmp_path / "q.npy", np.ones(16, np.float32))
     assert search_index(out, vector=tmp_path / "q.npy", k=2).ids.shape == (1, 2)
 

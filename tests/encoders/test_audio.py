@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from mm_live.encoders.audio import AudioEncoder
+from mm_live.encoders.audio import AudioEncoder, step_level
 from mm_live.errors import ConfigError
 from mm_live.lora import apply_lora
 
@@ -18,9 +18,9 @@ def _tone(b: int, seconds: float, rate: int) -> torch.Tensor:
 def test_default_mel_transformer_shape_and_full_training():
     enc = apply_lora(AudioEncoder("mel-transformer"))  # random init: trained fully, LoRA settings unused
     feats = enc.preprocess(_tone(2, 1.0, 16000), 16000)
-    assert feats["mel"].shape == (2, 64, 101)
+    assert feats["mel"].shape == (2, 64, 101) and feats["level"].shape == (2, 1)
     tok = enc(feats)
-    assert tok.tokens.shape == (2, 10, 128) and tok.mask.all()
+    assert tok.tokens.shape == (2, 10 + 1, 128) and tok.mask.all()  # 10 patches + the level token
     trainable, total = enc.parameter_counts()
     assert trainable == total > 0
     tok.tokens.sum().backward()
@@ -40,10 +40,37 @@ def test_tiny_shape_and_deterministic_values():
     enc = AudioEncoder("tiny", sample_rate=8000, patch_frames=5).eval()
     with torch.no_grad():
         tok = enc(enc.preprocess(_tone(2, 0.5, 8000), 8000)).tokens
-    assert tok.shape == (2, 10, 32)
-    # Computed once with this seed and input (torchtune style).
+    assert tok.shape == (2, 10 + 1, 32)
+    # Computed once with this seed and input (torchtune style); the level token's layers are built
+    # after the patch transformer's, so the patch tokens kept their values when it was added.
     torch.testing.assert_close(tok[0, 0, :4], torch.tensor([0.302938, -0.381, 0.602172, 1.542939]), atol=1e-4, rtol=0)
-    torch.testing.assert_close(tok[1, -1, -4:], torch.tensor([0.165348, 1.018946, 0.11557, 1.605086]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(tok[1, -2, -4:], torch.tensor([0.165348, 1.018946, 0.11557, 1.605086]), atol=1e-4, rtol=0)
+
+
+def test_step_level_hand_values():
+    silence = torch.zeros(1, 800)
+    room = torch.full((1, 800), 0.01)  # RMS 0.01
+    full = torch.ones(1, 800)
+    got = step_level(torch.cat([silence, room, full]))
+    want = (torch.log10(torch.tensor([[1e-4], [0.01 + 1e-4], [1.0 + 1e-4]])) + 2) / 2
+    torch.testing.assert_close(got, want)
+    assert got[0, 0].item() == pytest.approx(-1.0) and got[1, 0].item() == pytest.approx(0.0, abs=0.01)
+
+
+def test_level_token_depends_on_loudness_only():
+    """Two pitches at the same RMS share the level token; the same pitch at another volume does not.
+    Without the option there is no extra token."""
+    torch.manual_seed(0)
+    enc = AudioEncoder("tiny", sample_rate=8000, patch_frames=5).eval()
+    tones = _tone(2, 0.5, 8000)  # 220 Hz and 440 Hz, both RMS 0.3 / sqrt(2)
+    with torch.no_grad():
+        tok = enc(enc.preprocess(torch.cat([tones, tones[:1] * 0.05]), 8000)).tokens
+    torch.testing.assert_close(tok[0, -1], tok[1, -1], atol=1e-4, rtol=0)
+    assert (tok[0, :-1] - tok[1, :-1]).abs().max() > 0.1  # the patch tokens hear the pitch
+    assert (tok[0, -1] - tok[2, -1]).norm() > 0.1 * tok[0, -1].norm()
+    plain = AudioEncoder("tiny", sample_rate=8000, patch_frames=5, level_token=False)
+    feats = plain.preprocess(tones, 8000)
+    assert "level" not in feats and plain(feats).tokens.shape == (2, 10, 32)
 
 
 def test_local_hf_wav2vec2(tmp_path):
