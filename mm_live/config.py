@@ -101,10 +101,17 @@ class FrameEncoderConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     tiny_dim: int = 32  # width of the tiny random backbone used in tests
     channels_last: bool = True  # faster convolutions on CPU
+    # What runs the conv backbone when scoring/watching (LoRA merged): "onnx" = ONNX Runtime (exported
+    # once, cached; encoders/onnx_runtime.py), "torch", or "auto" = onnx for efficientnet-lite0 on the
+    # CPU when onnxruntime imports. Training always runs torch.
+    runtime: str = _choice("auto", "auto", "torch", "onnx")
 
     def validate(self, p: str) -> None:
         self.lora.validate(f"{p}.lora")
         _positive(self.tiny_dim, f"{p}.tiny_dim")
+        if self.runtime == "onnx" and self.backbone not in ("efficientnet-lite0", "tiny"):
+            raise ConfigError(f"{p}.runtime='onnx' runs the conv backbones only (efficientnet-lite0, tiny), not "
+                              f"{self.backbone!r}; use runtime 'torch' or 'auto'")
 
 
 @dataclass
@@ -115,6 +122,9 @@ class AudioEncoderConfig:
     d_model: int = 128
     n_layers: int = 2
     n_heads: int = 4
+    # One extra token carrying the step's loudness (log RMS): the encoders' normalisations hide the
+    # absolute level, which is what a roar or a cheering crowd changes most (docs/highlight.md).
+    level_token: bool = True
     lora: LoraSettings = field(default_factory=LoraSettings)  # used for Hugging Face backbones
 
     def validate(self, p: str) -> None:
@@ -122,9 +132,6 @@ class AudioEncoderConfig:
             _positive(getattr(self, name), f"{p}.{name}")
         _divides(self.n_heads, self.d_model, f"{p}.n_heads", f"{p}.d_model")
         self.lora.validate(f"{p}.lora")
-    # One extra token carrying the step's loudness (log RMS): the encoders' normalisations hide the
-    # absolute level, which is what a roar or a cheering crowd changes most (docs/highlight.md).
-    level_token: bool = True
 
 
 @dataclass

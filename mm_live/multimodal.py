@@ -25,6 +25,7 @@ from mm_live.encoders.audio import AudioEncoder
 from mm_live.encoders.base import Encoder, Tokens
 from mm_live.encoders.comment import CommentBatch, CommentEncoder
 from mm_live.encoders.frame import FrameEncoder
+from mm_live.encoders.onnx_runtime import attach as attach_frame_runtime
 from mm_live.errors import CommentsError
 from mm_live.fusion import FusionOutput, FusionQFormer
 from mm_live.lora import apply_lora
@@ -138,13 +139,17 @@ class MultimodalEncoder(nn.Module):
     encoder runs in ``forward`` (frozen tokens are still read from ``cache`` when there is one).
     precompute_steps: steps per chunk when precomputing (bounds the memory of the float frames and
     activations that are never held all at once).
+    frame_runtime / onnx_cache_dir: ``encoders.frame.runtime`` and ``encoders.cache_dir`` (see
+    :mod:`mm_live.encoders.onnx_runtime`; applied by ``prepare`` once the model is ready for inference).
     """
 
     def __init__(self, frame: FrameEncoder, audio: AudioEncoder, comment: CommentEncoder, fusion: FusionQFormer,
-                 *, cache: TokenCache | None = None, frozen_prefix: bool = True, precompute_steps: int = 64):
+                 *, cache: TokenCache | None = None, frozen_prefix: bool = True, precompute_steps: int = 64,
+                 frame_runtime: str = "torch", onnx_cache_dir: str | None = None):
         super().__init__()
         self.frame, self.audio, self.comment, self.fusion = frame, audio, comment, fusion
         self.cache, self.frozen_prefix, self.precompute_steps = cache, frozen_prefix, precompute_steps
+        self.frame_runtime, self.onnx_cache_dir = frame_runtime, onnx_cache_dir
 
     @classmethod
     def from_config(cls, cfg: Config) -> "MultimodalEncoder":
@@ -162,7 +167,7 @@ class MultimodalEncoder(nn.Module):
                              **_lora_kwargs(e.comment.lora), where="encoders.comment.lora")
         fusion = FusionQFormer([frame.dim, audio.dim, comment.dim], **dataclasses.asdict(cfg.fusion))
         return cls(frame, audio, comment, fusion, cache=TokenCache(e.cache_dir) if e.cache_dir else None,
-                   frozen_prefix=e.frozen_prefix)
+                   frozen_prefix=e.frozen_prefix, frame_runtime=e.frame.runtime, onnx_cache_dir=e.cache_dir)
 
     def encoders(self) -> dict[str, Encoder]:
         return {"frame": self.frame, "audio": self.audio, "comment": self.comment}
@@ -180,6 +185,8 @@ class MultimodalEncoder(nn.Module):
         if len(bags) != n:
             raise CommentsError(f"got {len(bags)} comment bags for a clip of {n} steps: pass one bag per step "
                                 "(mm_live.comments.lookback_bags)")
+        if not self.training:  # inference preparation: an inference-ready (LoRA-merged) frame backbone may run on ONNX
+            attach_frame_runtime(self.frame, self.frame_runtime, tuple(clip.frames.shape[-2:]), self.onnx_cache_dir)
         ends = clip.step_starts.double() + clip.step_seconds
         pairs = [_texts_and_offsets(bag, float(end), clip.step_seconds) for bag, end in zip(bags, ends)]
         inputs = MultimodalInputs(
