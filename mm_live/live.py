@@ -3,13 +3,18 @@
 One loop, fed by a decoding thread::
 
     source --(live_source.StepReader, thread)--> complete steps --> comment look-back bags
-        --> encoder.prepare + encode_steps (the highlight task's step features)
-        --> live_head.HighlightStepper (re-alignment lag, causal temporal model) --> final scores
+        --> stepper.prepare + stepper.encode (the run's task: a highlight run's step features)
+        --> stepper.push (highlight: live_head.HighlightStepper, re-alignment lag, causal temporal model)
+        --> final scores
         --> scores.jsonl (+ stdout) --> HighlightTracker --> highlights.jsonl (+ clips/<start>-<end>.mp4)
 
 A step is encoded as soon as its frames and audio are decoded; comments read by then are its
 look-back (comments are expected to arrive with the stream). With re-alignment on, step ``j``'s
 score can only be final when step ``j + max_comment_lag`` is in, so it is emitted that much later.
+
+The stepper comes from the run's task (:meth:`mm_live.tasks.Task.live_stepper`, found by the task
+name the run records), so this module knows no pipeline; a task without one (gifting, EM3) is
+refused in one line before any model is loaded.
 
 Memory stays flat on streams of any length: the decoder keeps a frame and a few seconds of audio,
 the head a ring of ``window_steps`` inputs, the comments their look-back window, the highlight
@@ -39,9 +44,9 @@ from mm_live.comment_feed import CommentFeed
 from mm_live.comments import Comment, lookback_bags
 from mm_live.errors import ConfigError, MMLiveError
 from mm_live.fileio import atomic_path
-from mm_live.live_head import HighlightStepper
 from mm_live.live_source import StepData, StepReader, is_url, open_container, steps_to_clip
-from mm_live.ops import hash_id
+from mm_live.runs import run_task
+from mm_live.tasks import get_task
 
 STATE_VERSION = 1
 
@@ -179,24 +184,23 @@ def watch(source: str, checkpoint: str | Path | None, out_dir: str | Path, *, co
     Writes ``out_dir/scores.jsonl``, ``highlights.jsonl``, ``state.pt`` and with ``cut``
     ``clips/<start>-<end>.mp4``. Ends when the source ends, stalls for ``stall_timeout`` s, vanishes,
     or ``stop`` is set (Ctrl-C sets it); returns a :class:`WatchSummary`.
+    ``model``: an already loaded model of the run (its ``cfg.task.name`` picks the task).
     """
-    from mm_live.pipelines.highlight import encode_steps, load_model
-
     t_begin = time.monotonic()
     if stall_timeout <= 0 or lead_in < 0:
         raise ConfigError("--stall-timeout must be > 0 and --lead-in >= 0 seconds")
     if cut and is_url(str(source)):
         raise ConfigError(f"--cut copies highlights from the recording; {source} is a URL: record it to a file or HLS "
                           "folder and watch that")
+    task = get_task(model.cfg.task.name if model is not None else run_task(checkpoint))
+    stepper = task.live_stepper(checkpoint, streamer_id=streamer_id, device=device, model=model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / "state.pt"
     state = _load_state(state_path, source, checkpoint)
     comment_feed = CommentFeed(comments, skip_bad_lines=skip_bad_lines, stdin=stdin) if comments else None
-    model = model if model is not None else load_model(checkpoint, device)
-    cfg, dev = model.cfg, next(model.parameters()).device
+    cfg = stepper.cfg
     m = cfg.media
-    stepper = HighlightStepper(model, torch.tensor([hash_id(streamer_id, cfg.highlight.n_streamers)], device=dev))
     tracker = tracker or HighlightTracker(m.step_seconds)
     window: list[Comment] = []  # comments inside the look-back of the steps still to encode (sorted by t)
     if state is not None:
@@ -293,12 +297,12 @@ def watch(source: str, checkpoint: str | Path | None, out_dir: str | Path, *, co
                 bags = lookback_bags(window, clip.step_starts.numpy(), m.step_seconds, m.comment_lookback,
                                      cfg.encoders.comment.max_comments_per_step)
                 t0 = time.perf_counter()
-                inputs = model.steps.encoder.prepare(clip, bags).to(dev)
+                inputs = stepper.prepare(clip, bags)
                 t1 = time.perf_counter()
                 for s in batch:
                     ready[s.index] = s.ready
                 last_ready[0] = batch[-1].ready
-                features = encode_steps(model, inputs)
+                features = stepper.encode(inputs)
                 t2 = time.perf_counter()
                 finals = stepper.push(features)
                 t3 = time.perf_counter()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from torch import nn
 
@@ -29,6 +29,32 @@ class TaskData:
     train: Any  # a mm_live.training.BatchSource
     evaluate: Callable[[nn.Module], dict[str, float]] | None
     summary: str = ""  # one line for the user: streams/windows/steps used
+
+
+class LiveStepper(Protocol):
+    """What ``mm-live watch`` (:func:`mm_live.live.watch`) drives, step batch by step batch: a run's
+    model scoring a stream that grows. Made by :meth:`Task.live_stepper`."""
+
+    cfg: Config  # the run's config (media sampling, comment look-back)
+    lag: int  # a step's score is final this many steps after the step came in
+    next_in: int  # steps pushed so far
+    next_out: int  # steps whose scores were returned
+
+    def prepare(self, clip: Any, bags: list) -> Any:
+        """Decoded steps (a :class:`~mm_live.media.Clip`) and their comment bags -> model inputs on its device."""
+
+    def encode(self, inputs: Any) -> Any:
+        """Prepared inputs of N new steps -> what :meth:`push` takes (the encoders' work)."""
+
+    def push(self, features: Any) -> list[tuple[int, float]]:
+        """Encoded new steps -> ``(step, logit)`` of the steps now final, in order (score = sigmoid)."""
+
+    def finish(self) -> list[tuple[int, float]]:
+        """End of stream: the logits of the steps still held back."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 class Task:
@@ -73,6 +99,13 @@ class Task:
         ``options``: comments, out_dir, top_k, streamer_id, user_id, skip_bad_lines, device.
         """
         raise ConfigError(f"'{self.name}' runs cannot score clips")
+
+    def live_stepper(self, checkpoint: Any, *, streamer_id: str | None = None, device: str = "auto",
+                     model: nn.Module | None = None) -> LiveStepper:
+        """The :class:`LiveStepper` ``mm-live watch`` feeds, for the run ``checkpoint`` (or an already
+        loaded ``model`` of this task). Tasks that cannot score a stream live refuse before loading anything."""
+        raise ConfigError(f"'{self.name}' runs cannot score a live stream ('mm-live watch' takes a highlight run); "
+                          "score the recording instead: mm-live score CLIP --checkpoint RUN")
 
 
 _REGISTRY: dict[str, Task] = {}

@@ -30,6 +30,7 @@ from mm_live import runs
 from mm_live.alignment import alignment_loss, realign_comments
 from mm_live.config import MODALITIES, Config
 from mm_live.errors import ConfigError
+from mm_live.live_head import HighlightStepper
 from mm_live.lookahead import CommentLookahead
 from mm_live.losses import highlight_loss, supervised_info_nce
 from mm_live.metrics import auc, kendall_tau, trapezoid_ap
@@ -276,7 +277,8 @@ def load_model(checkpoint: str | Path, device: str = "auto") -> HighlightModel:
     """A clip-route highlight model ready to score (eval mode, LoRA merged) from a run or checkpoint."""
     run = runs.load_run(checkpoint, task=KIND, device=device)
     if run.config.task.route != "clips":
-        raise ConfigError(f"checkpoint {checkpoint} was trained on precomputed features; 'score' needs a clip-route model")
+        raise ConfigError(f"checkpoint {checkpoint} was trained on precomputed features; 'score' and 'watch' need a "
+                          "clip-route model (trained on a manifest of videos)")
     return run.model
 
 
@@ -284,6 +286,21 @@ def encode_steps(model: HighlightModel, inputs: MultimodalInputs) -> StepFeature
     """Prepared steps (N) -> their :class:`StepFeatures` ``[1, N, ...]`` (what scoring and ``watch`` feed the head)."""
     steps, dev = model.steps, inputs.has_audio.device
     return steps.from_tokens(steps.encoder.tokens(inputs), inputs.streamer, torch.arange(len(inputs), device=dev)[None])
+
+
+class LiveHighlight(HighlightStepper):
+    """``mm-live watch``'s :class:`~mm_live.tasks.LiveStepper` for a clip-route highlight model: new
+    steps are prepared and encoded as in scoring, then the incremental head (:class:`HighlightStepper`)."""
+
+    def __init__(self, model: HighlightModel, streamer_id: str | None = None):
+        self.cfg, self.device = model.cfg, next(model.parameters()).device
+        super().__init__(model, torch.tensor([hash_id(streamer_id, self.cfg.highlight.n_streamers)], device=self.device))
+
+    def prepare(self, clip: Any, bags: list) -> MultimodalInputs:
+        return self.model.steps.encoder.prepare(clip, bags).to(self.device)
+
+    def encode(self, inputs: MultimodalInputs) -> StepFeatures:
+        return encode_steps(self.model, inputs)
 
 
 def _run_clip(model: HighlightModel, source: ClipSource, streamer_id: str | None, encode_batch: int = 32):
@@ -389,6 +406,10 @@ class HighlightTask(Task):
         if user_id is not None:
             raise ConfigError("--user applies to gifting and EM3 runs; a highlight run scores the clip for everyone")
         return score_clip(clip, checkpoint, **options)
+
+    def live_stepper(self, checkpoint: Any, *, streamer_id: str | None = None, device: str = "auto",
+                     model: nn.Module | None = None) -> LiveHighlight:
+        return LiveHighlight(model if model is not None else load_model(checkpoint, device), streamer_id)
 
 
 register(HighlightTask())

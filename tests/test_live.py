@@ -250,6 +250,27 @@ def test_vanished_source_ends_cleanly(stream, tmp_path):
     assert summary.line().startswith("watch ended (vanished): 4 steps scored")
 
 
+@pytest.mark.parametrize("kind", ["gifting", "em3"])
+def test_watch_refuses_a_run_whose_task_cannot_score_live(stream, tmp_path, capsys, kind):
+    """The run's task decides (Task.live_stepper): a gifting or EM3 run is refused in one line that
+    names the task and the command that works, before any model is built or --out is created."""
+    run = tmp_path / "run"
+    save_checkpoint(run / "best", config=Config().replace(**{"task.name": kind}), model=torch.nn.Linear(1, 1), kind=kind)
+    out = tmp_path / "out"
+    assert main(["watch", str(stream["root"] / "full.ts"), "--checkpoint", str(run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"'{kind}' runs cannot score a live stream" in err and "mm-live score CLIP --checkpoint RUN" in err
+    assert len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_watch_refuses_a_feature_route_highlight_run(stream, tmp_path):
+    cfg = Config.from_dict(TINY).replace(**{"task.name": "highlight", "task.route": "features",
+                                            "task.feature_dims": [6, 0]})
+    save_checkpoint(tmp_path / "run" / "best", config=cfg, model=build_model(cfg), kind="highlight")
+    with pytest.raises(MMLiveError, match="'score' and 'watch' need a clip-route model"):
+        watch(str(stream["root"] / "full.ts"), tmp_path / "run", tmp_path / "out", stall_timeout=0.5)
+
+
 @pytest.mark.parametrize("realign", [True, False])
 def test_stepper_equals_forward_steps(realign):
     """The incremental head gives forward_steps' logits over a stream longer than its chunks."""
