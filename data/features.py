@@ -12,8 +12,11 @@ reads its ``features`` key.
   no checkpoint (pretrained backbones where the config names them; LoRA and fusion freshly initialised
   from ``train.seed``, so the same config gives the same features on every call).
 - Step length: the dataset's unit with ``dataset`` (2 s for QVHighlights/TVSum, 50 frames at 30 fps for
-  YouTube Highlights), else ``step_seconds``, else the config's ``media.step_seconds``. Features and
-  labels must have the same step: the feature route pairs step i with label i.
+  YouTube Highlights), else ``step_seconds``, else the config's ``media.step_seconds``; stored in each
+  file (:func:`feature_step_seconds`). The feature route pairs step i with the 2 s clip i of
+  QVHighlights/TVSum (and refuses another step), and puts YouTube Highlights' frame windows, at the
+  video's own fps, on the steps they cover (:func:`~mm_live.data.public_manifest.labels_per_step`,
+  as the clip route's manifest does).
 - Resumable: a video whose ``.npz`` exists is skipped; each file appears atomically, so a stopped run
   leaves only complete files. ``features.json`` records the encoder and step; a folder made with
   another encoder or step is refused rather than mixed.
@@ -56,6 +59,15 @@ class FeatureSummary:
             shown = "; ".join(f"{k}: {v}" for k, v in list(self.failed.items())[:5])
             text += f"\n{len(self.failed)} videos failed (run again after fixing them): {shown}"
         return text
+
+
+def feature_step_seconds(path: str | Path) -> float | None:
+    """The step length (s) stored in a ``.npz`` this module wrote; None for other feature files
+    (official releases: one row per annotated clip)."""
+    if Path(path).suffix != ".npz":
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        return float(data["step_seconds"]) if "step_seconds" in data.files else None
 
 
 def _encoder(checkpoint: str | Path, config: Any, device: str) -> tuple[Any, Any, str]:

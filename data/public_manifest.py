@@ -90,6 +90,20 @@ def units_to_steps(units: np.ndarray, values: np.ndarray, step: float, n_steps: 
     return (cover * values[:, None]).sum(0) / cover.sum(0)
 
 
+def labels_per_step(rec: HighlightRecord, labels: np.ndarray, step: float, n_steps: int) -> np.ndarray:
+    """A record's per-unit ``labels`` [N] as labels of ``step``-second steps: where its units are not
+    steps (YouTube Highlights' frame windows, :func:`unit_spans`), ``n_steps`` values by
+    :func:`units_to_steps`; else the units are the steps, and must be ``step`` seconds long."""
+    units = unit_spans(rec)
+    if units is not None:
+        return units_to_steps(units, np.asarray(labels, dtype=np.float64), step, n_steps)
+    if abs(rec.step_seconds - step) > 1e-3:
+        raise DataError(f"{rec.video_id}: its labels are per {rec.step_seconds:g} s clip, the steps {step:g} s long "
+                        "(and no clip spans with fps map one onto the other); use the dataset's step "
+                        "('mm-live data features --dataset D')")
+    return labels
+
+
 def steps_to_units(units: np.ndarray, scores: np.ndarray, step: float) -> np.ndarray:
     """Per-unit scores [N]: the mean of the step ``scores`` [T] whose middles fall in each unit."""
     cover = _cover(units, step, len(scores)).astype(np.float64)
@@ -174,11 +188,9 @@ def write_public_manifest(dataset: str, annotations: str | Path | Sequence[str |
             line = {"stream_id": rec.id, "clip": os.path.relpath(found[rec.video_id], out.parent), "comments": None,
                     "streamer_id": None, "step_seconds": step, "dataset": dataset,
                     "qid": rec.extra.get("qid", rec.id), "vid": rec.video_id}
-            labels = scaled_labels(dataset, rec)
+            labels = labels_per_step(rec, scaled_labels(dataset, rec), step, max(1, int(rec.duration / step + 1e-6)))
             units = unit_spans(rec)
             if units is not None:
-                n_steps = max(1, int(rec.duration / step + 1e-6))
-                labels = units_to_steps(units, labels, step, n_steps)
                 line["units"] = np.round(units, 4).tolist()
             line["labels"] = {"ctr": np.round(labels, 6).tolist()}
             if rec.domain is not None:

@@ -5,12 +5,16 @@ Clip route: the manifest's streams (``"split": "test"`` held out, else every 4th
 
 KLive logs carry their own ``image``/``text`` features per step; QVHighlights, TVSum and YouTube
 Highlights annotations are paired with a folder of per-video ``.npz``/``.npy`` features
-(:func:`mm_live.data.sources.pair_features`). Labels on other scales (0-4 saliency, 1-5 TVSum
-scores) are rescaled to [0, 1] per video so a BCE head can learn them.
+(:func:`mm_live.data.sources.pair_features`). Features written by ``mm-live data features`` carry
+their step length; the labels go onto those steps as on the clip route
+(:func:`mm_live.data.public_manifest.labels_per_step`: YouTube Highlights' frame windows at the
+video's fps onto 5/3 s steps). Other feature files are one row per annotated unit. Labels on other
+scales (0-4 saliency, 1-5 TVSum scores) are rescaled to [0, 1] per video so a BCE head can learn them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -42,20 +46,27 @@ def _records(dataset: str, annotations: Path, features: Path | None) -> tuple[li
 
 
 def _items(records: list[Any]) -> list[Item]:
+    from mm_live.data.features import feature_step_seconds
+    from mm_live.data.public_manifest import labels_per_step
     from mm_live.data.sources import load_features
 
     out = []
     for rec in records:
         if rec.labels is None:
             continue
+        labels = np.asarray(rec.labels, dtype=np.float32)
         if "image" in rec.features:
             video, text = rec.features["image"], rec.features.get("text")
         elif rec.feature_path is not None:
             video, text = load_features(rec.feature_path), None
+            step = feature_step_seconds(rec.feature_path)
+            if step is not None:  # our features' own steps: YouTube Highlights' frame windows mapped onto them
+                labels = np.asarray(labels_per_step(rec, labels, step, len(video)), dtype=np.float32)
+                rec = dataclasses.replace(rec, step_seconds=step)
         else:
             raise DataError(f"record {rec.id} has no features: pair a feature folder (--features DIR) or use KLive logs")
-        n = min(len(video), len(rec.labels))
-        labels = np.asarray(rec.labels[:n], dtype=np.float32)
+        n = min(len(video), len(labels))
+        labels = labels[:n]
         lo, hi = float(labels.min()), float(labels.max())
         if lo < 0 or hi > 1:
             labels = (labels - lo) / max(hi - lo, 1e-9)
