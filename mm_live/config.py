@@ -209,9 +209,8 @@ class HighlightConfig:
     # Score t attends to the comments of steps t .. t + max_comment_lag (mm_live/lookahead.py): places a
     # chat reaction back at what it reacts to when nothing in frames/audio matches; scores are final
     # max_comment_lag steps late (as with realign). +0.07-0.08 held-out AUC over the model without it on
-    # the hard generator, 3 seeds (docs/results.md); not yet the default (three tests pin behaviour of
-    # tiny models trained without it). lookahead_dropout: on its comment features.
-    comment_lookahead: bool = False
+    # the hard generator, 3 seeds (docs/results.md). lookahead_dropout: on its comment features.
+    comment_lookahead: bool = True
     lookahead_dropout: float = 0.2
     window_steps: int = 64  # steps per training window; scoring never gives a step more past context than this
     # The clip/segment embedding (what export-index stores) is trained by a multi-positive InfoNCE over

@@ -32,7 +32,11 @@ def feature_cfg(**over) -> Config:
         "task": {"route": "features", "feature_dims": [VIDEO_DIM, TEXT_DIM]},
         "fusion": {"d": 32, "d_emb": 16}, "quant": {"m": 4},
         "highlight": {"d_model": 32, "n_layers": 1, "n_heads": 2, "lookback_steps": 8, "window_steps": 20,
-                      "realign": False, "embed_segment_steps": SEGMENT},
+                      "realign": False, "embed_segment_steps": SEGMENT,
+                      # The bars below were set on the model without the comment look-ahead; with it the CTR
+                      # head reads reactions from the posted comments, and the event neighbour rate of the
+                      # fused embedding fell from 0.89 to 0.84 on this tiny setup (docs/results.md).
+                      "comment_lookahead": False},
         "train": {"epochs": 1000, "batch_size": 8, "warmup_steps": 5, "lr": 0.003, "eval_every": 100000}})
     return cfg.replace(**over) if over else cfg
 
