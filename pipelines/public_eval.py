@@ -27,6 +27,7 @@ import torch
 
 from mm_live import runs
 from mm_live.data.evaluate import EvalResult, evaluate
+from mm_live.data.features import feature_step_seconds
 from mm_live.data.public_manifest import DATASETS, read_public, steps_to_units, unit_spans
 from mm_live.data.records import HighlightRecord
 from mm_live.errors import ConfigError, DataError
@@ -87,7 +88,7 @@ def _feature_predictions(model: Any, records: list[HighlightRecord], features: P
                 continue
             if r.video_id not in cache:
                 video = torch.from_numpy(load_features(features / hit))[None].to(dev)  # [1, T, d]
-                steps[r.video_id] = _step_seconds(features / hit)
+                steps[r.video_id] = feature_step_seconds(features / hit)
                 t = video.shape[1]
                 f = model.steps(video, torch.zeros(1, t, 1, device=dev), torch.zeros(1, t, dtype=torch.bool, device=dev))
                 streamer = torch.tensor([hash_id(None, model.cfg.highlight.n_streamers)], device=dev)
@@ -99,14 +100,6 @@ def _feature_predictions(model: Any, records: list[HighlightRecord], features: P
             preds[r.id] = {"qid": r.extra.get("qid", r.id), "vid": r.video_id,
                            "pred_saliency_scores": np.round(scores, 6).tolist()}
     return preds
-
-
-def _step_seconds(path: Path) -> float | None:
-    """The step length ``mm-live data features`` stores in its .npz files (None for other files)."""
-    if path.suffix != ".npz":
-        return None
-    with np.load(path, allow_pickle=False) as data:
-        return float(data["step_seconds"]) if "step_seconds" in data.files else None
 
 
 def _subset_annotations(dataset: str, annotations: Path, records: list[HighlightRecord], keep: set[str],
