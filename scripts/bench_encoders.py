@@ -18,11 +18,11 @@
    the step's time goes (each modality's forward+backward and the fusion's, timed alone). Comments
    arrive at ``--comment-rate`` per second and each step sees a 5 s look-back.
 
-4. ONNX Runtime for the frame backbone (section ``onnx``, measured when ``onnxruntime`` and ``onnx``
-   are importable; they are not runtime dependencies): EfficientNet-Lite0 exported with
-   ``torch.onnx.export`` and run by ONNX Runtime's CPU provider, against torch with channels_last,
-   a batch of ``--onnx-batch`` 224 px frames (scoring's encode batch), runs interleaved, best of
-   ``--repeats``; the one-off export time and the max abs deviation of the feature maps.
+4. ONNX Runtime for the frame backbone (section ``onnx``): EfficientNet-Lite0 (LoRA merged) through
+   ``mm_live.encoders.onnx_runtime.OnnxBackbone`` -- what scoring runs by default -- against torch
+   with channels_last, a batch of ``--onnx-batch`` 224 px frames, runs interleaved, best of
+   ``--repeats``; the one-off export time (into an empty cache) and the max abs deviation of the
+   feature maps.
 
 Comment texts everywhere come from ``mm_live.data.chat.ChatText`` (QVHighlights queries under
 ``MM_LIVE_REAL_DATA`` when present, else template sentences, mixed with chat memes: 75% chat, 20% hype,
@@ -335,25 +335,23 @@ def onnx_frame(batch: int, repeats: int) -> dict:
     """EfficientNet-Lite0 features: torch (channels_last) vs ONNX Runtime, interleaved, best of ``repeats``."""
     import tempfile
 
-    import numpy as np
     import onnxruntime as ort
 
-    from mm_live.encoders.frame import EfficientNetFeatures
+    from mm_live.encoders.frame import FrameEncoder
+    from mm_live.encoders.onnx_runtime import OnnxBackbone
+    from mm_live.lora import apply_lora, merge_lora
 
-    net = EfficientNetFeatures().eval().to(memory_format=torch.channels_last)
+    frame = apply_lora(FrameEncoder("efficientnet-lite0"), dropout=0.0).eval()
+    merge_lora(frame)
+    net = frame.backbone
     x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory() as tmp:
-        path = str(Path(tmp) / "efficientnet_lite0.onnx")
-        t0 = time.perf_counter()
-        torch.onnx.export(net, (x,), path, input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "b"}}, dynamo=False)
-        export_s = time.perf_counter() - t0
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = torch.get_num_threads(), 1
-        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    xcl, xn = x.contiguous(memory_format=torch.channels_last), x.numpy()
+        onnx_net = OnnxBackbone.load(net, (224, 224), tmp)
+    export_s = onnx_net.load_s  # export + the probe check against torch, into an empty cache
+    xcl = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         ref = net(xcl)
-    dev = float(np.abs(sess.run(None, {"x": xn})[0] - ref.numpy()).max())
+    dev = float((onnx_net.run(x) - ref).abs().max())
     times: dict[str, list[float]] = {"torch_channels_last": [], "onnxruntime": []}
     for _ in range(repeats):
         with torch.inference_mode():
@@ -361,7 +359,7 @@ def onnx_frame(batch: int, repeats: int) -> dict:
             net(xcl)
             times["torch_channels_last"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        sess.run(None, {"x": xn})
+        onnx_net.run(x)
         times["onnxruntime"].append(time.perf_counter() - t0)
     best = {k: min(v) for k, v in times.items()}
     return {"batch": batch, "frame_size": 224, "onnxruntime": ort.__version__, "export_s": round(export_s, 2),

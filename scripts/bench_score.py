@@ -13,11 +13,15 @@ temporal transformer; decode and write from ``score_clip``'s own timings; ``othe
 (tokenising, log-mel, normalising frames, look-back bags, DTW re-alignment, projections). Sections:
 
 1. ``routes``: the target case (600 s, key frames, 3 comments/s) under each speed route, side by
-   side in one run, ``--repeats`` rounds over all routes (the best round of each is kept): as shipped (channels_last, length-sorted comment chunks), without
-   channels_last, with one padded comment batch per 64 comments in arrival order (no length sort),
-   frames at 192 and 160 px. Outputs of the first two routes are compared with the shipped one
-   (max abs deviation of the tokens); frame size changes the view, so its fidelity is measured
+   side in one run, ``--repeats`` rounds over the routes (the best round of each is kept): as shipped
+   (frame backbone on ONNX Runtime, length-sorted comment chunks), the frame backbone on torch with
+   channels_last (the previous default) and without, one padded comment batch per 64 comments in
+   arrival order (no length sort), frames at 192 and 160 px. Every route's scores are compared with
+   the torch route's (max abs deviation), and the tokens of the ONNX, NCHW and unsorted routes with
+   their reference (max abs deviation); frame size changes the view, so its fidelity is measured
    as ImageNet top-1 agreement of EfficientNet-Lite0 with its own 224 px prediction on a real clip.
+   ``onnx_load``: what the first scoring of a run pays once (export + check) and a later load
+   (cached file + check).
    ``comment_ab``: the comment encoder alone, length-sorted chunks vs arrival order, interleaved
    (the routes run one after another, so load drift on a shared machine lands in their ratios).
 2. ``lengths``: 60 s and 600 s, exact-time and key-frame decoding (cost per stream-second).
@@ -187,9 +191,11 @@ def unsorted_comments():
 
 
 # route name -> (config overrides, patch context or None, what it is)
+TORCH = {"encoders.frame.runtime": "torch"}
 ROUTES = {
-    "shipped": ({}, None, "as shipped: channels_last frames, length-sorted comment chunks, 224 px"),
-    "no_channels_last": ({"encoders.frame.channels_last": False}, None, "frames in contiguous (NCHW) layout"),
+    "shipped": ({}, None, "as shipped: frame backbone on ONNX Runtime (runtime auto), length-sorted comment chunks, 224 px"),
+    "torch_frames": (TORCH, None, "frame backbone on torch, channels_last (the default before ONNX Runtime)"),
+    "no_channels_last": ({**TORCH, "encoders.frame.channels_last": False}, None, "frame backbone on torch, NCHW layout"),
     "unsorted_text": ({}, unsorted_comments, "comment chunks in arrival order, padded to the longest comment"),
     "frame_192": ({"media.frame_size": 192}, None, "frames resized to 192 px"),
     "frame_160": ({"media.frame_size": 160}, None, "frames resized to 160 px"),
@@ -212,6 +218,8 @@ def score_once(clip: Path, comments: Path, run: Path, model, out_dir: Path, patc
     timer = StageTimer({"frame": enc.frame.backbone, "audio": enc.audio, "comment": enc.comment, "fusion": enc.fusion,
                         "temporal": model.temporal}, enc.comment.backbone)
     timer.wrap("temporal", model.temporal, "stream")  # scoring streams one clip through the temporal model
+    if enc.frame.runtime is not None:  # the ONNX Runtime session replaces the torch backbone's forward
+        timer.wrap("frame", enc.frame.runtime, "run")
     try:
         with patch() if patch else _nothing():
             t0 = time.perf_counter()
@@ -238,9 +246,12 @@ def load_avg() -> list[float]:
 
 
 def deviations(clip: Path, comments_file: Path, steps: int = 16) -> dict:
-    """Max abs deviation of the frame tokens (channels_last vs NCHW) and comment tokens (length-sorted
-    vs arrival order) on the first ``steps`` steps of ``clip``, untrained LoRA merged as in scoring."""
+    """Max abs deviation of the frame tokens (channels_last vs NCHW, ONNX Runtime vs torch) and comment
+    tokens (length-sorted vs arrival order) on the first ``steps`` steps of ``clip``, LoRA merged as in
+    scoring (its B matrices made non-zero, as after training, so the merge changes the weights)."""
     from mm_live.comments import read_comments
+    from mm_live.encoders.onnx_runtime import attach
+    from mm_live.lora import merge_lora
     from mm_live.multimodal import MultimodalEncoder
     from mm_live.streams import comment_bags
 
@@ -257,6 +268,17 @@ def deviations(clip: Path, comments_file: Path, steps: int = 16) -> dict:
         fa, fb = a.frame(x).tokens, b.frame(x).tokens
         out["channels_last_frame_tokens_max_abs"] = float((fa - fb).abs().max())
         out["frame_token_scale_max_abs"] = float(fa.abs().max())
+        g = torch.Generator().manual_seed(0)
+        for name, p in a.frame.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+        merge_lora(a.frame)
+        ft = a.frame(x).tokens
+        with tempfile.TemporaryDirectory() as tmp:
+            attach(a.frame, "onnx", tuple(x.shape[-2:]), tmp)
+            fo = a.frame(x).tokens
+            a.frame.use_runtime(None)
+        out["onnx_frame_tokens_max_abs"] = float((fo - ft).abs().max())
         cb = a.comment.tokenize([[c.text for c in bag] for bag in bags])
         ca = a.comment(cb).tokens
         with unsorted_comments():
@@ -308,28 +330,51 @@ def frame_size_fidelity(sizes: list[int]) -> dict | None:
 def section_routes(args, work: Path, clips: dict, chat: dict) -> dict:
     seconds = max(args.lengths)
     clip, comments = clips[(seconds, 3.0)]
-    runs = {name: make_run(work, name, {**over, "media.keyframes_only": True}) for name, (over, _, _) in ROUTES.items()}
+    routes = {name: ROUTES[name] for name in args.routes}
+    runs = {name: make_run(work, name, {**over, "media.keyframes_only": True}) for name, (over, _, _) in routes.items()}
     models = {name: load_model(run) for name, run in runs.items()}
     warm_clip, warm_comments = clips[(min(args.lengths), 3.0)]
     for name, run in runs.items():  # warm-up (first-call allocations, lazy imports), not timed
         score_clip(warm_clip, run, comments=warm_comments, model=models[name], out_dir=work / "warmup")
     rows: dict[str, dict] = {}
+    scores: dict[str, np.ndarray] = {}
     for _ in range(args.repeats):  # rounds over all routes: load drifts on a shared machine; the best round is kept
-        for name, (over, patch, what) in ROUTES.items():
+        for name, (over, patch, what) in routes.items():
             load = load_avg()
             r = score_once(clip, comments, runs[name], models[name], work / f"out-route-{name}", patch)
-            r.pop("scores")
+            scores[name] = r.pop("scores")
+            r["frame_runtime"] = "onnx" if models[name].steps.encoder.frame.runtime is not None else "torch"
             totals = rows.get(name, {}).get("totals_s", []) + [r["total_s"]]
             if name not in rows or r["total_s"] < rows[name]["total_s"]:
                 rows[name] = {"what": what, "overrides": over, **r, "x_realtime": round(seconds / r["total_s"], 2),
                               "load_avg_before": load}
             rows[name]["totals_s"] = totals
             print(json.dumps({"route": name, **r, "load_avg_before": load}), flush=True)
-    base = rows["shipped"]["total_s"]
-    for r in rows.values():
+    base, torch_s = rows["shipped"]["total_s"], rows["torch_frames"]["total_s"]
+    for name, r in rows.items():
         r["speedup_vs_shipped"] = round(base / r["total_s"], 3)
+        r["speedup_vs_torch_frames"] = round(torch_s / r["total_s"], 3)
+        r["scores_max_abs_vs_torch_frames"] = float(f"{np.abs(scores[name] - scores['torch_frames']).max():.3g}")
     return {"clip_seconds": seconds, "mode": "keyframes", "comments": chat[(seconds, 3.0)], "rows": rows,
-            "deviation": deviations(clip, comments), "frame_size_fidelity": frame_size_fidelity([192, 160])}
+            "deviation": deviations(clip, comments), "frame_size_fidelity": frame_size_fidelity([192, 160]),
+            "onnx_load": onnx_load(models["shipped"])}
+
+
+def onnx_load(model) -> dict:
+    """Seconds the ONNX route pays when a run is first scored (export + probe check, into an empty
+    cache) and when it is loaded again (cached file + probe check), for the run's frame backbone."""
+    from mm_live.encoders.onnx_runtime import OnnxBackbone
+
+    backbone = model.steps.encoder.frame.backbone
+    with tempfile.TemporaryDirectory() as tmp:
+        first = OnnxBackbone.load(backbone, (224, 224), tmp)
+        again = OnnxBackbone.load(backbone, (224, 224), tmp)
+        size = first.path.stat().st_size
+    assert first.exported and not again.exported
+    import onnxruntime
+
+    return {"first_load_with_export_s": round(first.load_s, 2), "cached_load_s": round(again.load_s, 2),
+            "file_mb": round(size / 2**20, 1), "onnxruntime": onnxruntime.__version__, "load_avg": load_avg()}
 
 
 def section_lengths(args, work: Path, clips: dict, chat: dict) -> dict:
@@ -447,10 +492,16 @@ def print_routes(res: dict) -> None:
     c = res["comments"]
     print(f"\nRoutes: {res['clip_seconds']:.0f} s 720p clip, key frames, 1 step/s, {c['per_second']} comments/s "
           f"({c['comments']} comments, {100 * c['distinct_share']:.0f}% distinct, {c['source']}), seconds per stage")
-    print(_stage_header("route", 18) + f"{'vs shipped':>11}{'load':>6}")
+    print(_stage_header("route", 18) + f"{'vs torch':>9}{'score dev':>10}{'load':>6}")
     for name, r in res["rows"].items():
-        print(_stage_line(name, 18, r, res["clip_seconds"]) + f"{r['speedup_vs_shipped']:>11.2f}{r['load_avg_before'][0]:>6.2f}")
+        print(_stage_line(name, 18, r, res["clip_seconds"]) + f"{r.get('speedup_vs_torch_frames', float('nan')):>9.2f}"
+              f"{r.get('scores_max_abs_vs_torch_frames', float('nan')):>10.2g}{r['load_avg_before'][0]:>6.2f}")
     print("deviation:", json.dumps(res["deviation"]))
+    if res.get("onnx_load"):
+        o = res["onnx_load"]
+        print(f"ONNX Runtime {o['onnxruntime']}: first scoring of a run exports the merged backbone in "
+              f"{o['first_load_with_export_s']} s ({o['file_mb']} MB), a cached load takes {o['cached_load_s']} s "
+              f"(load {o['load_avg'][0]})")
     if res["frame_size_fidelity"]:
         print("frame size fidelity (vs 224 px):", json.dumps(res["frame_size_fidelity"]["sizes"]))
 
@@ -497,11 +548,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rates", type=float, nargs="+", default=[0, 1, 3, 6, 10, 16, 30, 60])
     p.add_argument("--busy-rate", type=float, default=30.0, help="comments/s of the busy room scored on the longest clip (0: skip)")
     p.add_argument("--repeats", type=int, default=2, help="rounds over the routes (best kept per route)")
+    p.add_argument("--routes", default=",".join(ROUTES), help=f"comma-separated routes of the routes section, among {list(ROUTES)} "
+                   "(shipped and torch_frames always run)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "mm-live-bench")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "score.json")
     args = p.parse_args(argv)
     sections = args.sections.split(",")
+    args.routes = ["shipped", "torch_frames"] + [r for r in args.routes.split(",") if r not in ("shipped", "torch_frames")]
+    if set(args.routes) - set(ROUTES):
+        p.error(f"--routes: unknown {sorted(set(args.routes) - set(ROUTES))}; choose among {list(ROUTES)}")
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         p.error(f"--sections: unknown {sorted(unknown)}; choose among {list(SECTIONS)}")
