@@ -127,8 +127,8 @@ class OnnxBackbone:
             _export(net, size, path)
             session, exported = _checked_session(path, probe, want, threads), True
             if session is None:
-                raise RuntimeError(f"the ONNX export of the frame backbone at {path} does not reproduce torch's "
-                                   "features; set encoders.frame.runtime: torch")
+                raise ConfigError(f"encoders.frame.runtime: the ONNX export of the frame backbone at {path} does not "
+                                  "reproduce torch's features; set encoders.frame.runtime to 'torch'")
         return cls(session, path, size, key, exported, time.perf_counter() - t0)
 
 

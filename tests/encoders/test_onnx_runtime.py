@@ -89,6 +89,9 @@ def test_only_an_inference_ready_encoder_gets_onnx_and_training_drops_it(tmp_pat
     assert runtime is not None and enc.prefix_stages() == 3
     attach(enc, "onnx", (32, 32), tmp_path)
     assert enc.runtime is runtime  # same size: nothing re-done
+    enc.load_state_dict(enc.state_dict())
+    assert enc.runtime is None  # loaded weights: the export no longer describes them
+    attach(enc, "onnx", (32, 32), tmp_path)
     enc.train()
     assert enc.runtime is None and enc.prefix_stages() < 3  # training runs torch again
     enc.eval()
