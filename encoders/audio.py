@@ -104,7 +104,7 @@ class AudioEncoder(Encoder):
 
     def __init__(self, backbone: str = "mel-transformer", *, sample_rate: int = 16000, n_mels: int = 64,
                  patch_frames: int = 10, d_model: int = 128, n_layers: int = 2, n_heads: int = 4,
-                 level_token: bool = True):
+                 level_token: bool = False):
         super().__init__()
         if backbone == "tiny":
             n_mels, d_model, n_layers, n_heads = min(n_mels, 16), 32, 1, 2

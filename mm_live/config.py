@@ -122,9 +122,10 @@ class AudioEncoderConfig:
     d_model: int = 128
     n_layers: int = 2
     n_heads: int = 4
-    # One extra token carrying the step's loudness (log RMS): the encoders' normalisations hide the
-    # absolute level, which is what a roar or a cheering crowd changes most (docs/highlight.md).
-    level_token: bool = True
+    # One extra token carrying the step's loudness (log RMS), which the mel transformer's final LayerNorm
+    # partly normalises away. Off: on the hard generator it helped with 12 training streams and hurt with
+    # 18 and 30 (docs/results.md).
+    level_token: bool = False
     lora: LoraSettings = field(default_factory=LoraSettings)  # used for Hugging Face backbones
 
     def validate(self, p: str) -> None:

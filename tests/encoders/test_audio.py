@@ -16,7 +16,7 @@ def _tone(b: int, seconds: float, rate: int) -> torch.Tensor:
 
 
 def test_default_mel_transformer_shape_and_full_training():
-    enc = apply_lora(AudioEncoder("mel-transformer"))  # random init: trained fully, LoRA settings unused
+    enc = apply_lora(AudioEncoder("mel-transformer", level_token=True))  # random init: trained fully, LoRA unused
     feats = enc.preprocess(_tone(2, 1.0, 16000), 16000)
     assert feats["mel"].shape == (2, 64, 101) and feats["level"].shape == (2, 1)
     tok = enc(feats)
@@ -40,11 +40,10 @@ def test_tiny_shape_and_deterministic_values():
     enc = AudioEncoder("tiny", sample_rate=8000, patch_frames=5).eval()
     with torch.no_grad():
         tok = enc(enc.preprocess(_tone(2, 0.5, 8000), 8000)).tokens
-    assert tok.shape == (2, 10 + 1, 32)
-    # Computed once with this seed and input (torchtune style); the level token's layers are built
-    # after the patch transformer's, so the patch tokens kept their values when it was added.
+    assert tok.shape == (2, 10, 32)
+    # Computed once with this seed and input (torchtune style).
     torch.testing.assert_close(tok[0, 0, :4], torch.tensor([0.302938, -0.381, 0.602172, 1.542939]), atol=1e-4, rtol=0)
-    torch.testing.assert_close(tok[1, -2, -4:], torch.tensor([0.165348, 1.018946, 0.11557, 1.605086]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(tok[1, -1, -4:], torch.tensor([0.165348, 1.018946, 0.11557, 1.605086]), atol=1e-4, rtol=0)
 
 
 def test_step_level_hand_values():
@@ -61,14 +60,14 @@ def test_level_token_depends_on_loudness_only():
     """Two pitches at the same RMS share the level token; the same pitch at another volume does not.
     Without the option there is no extra token."""
     torch.manual_seed(0)
-    enc = AudioEncoder("tiny", sample_rate=8000, patch_frames=5).eval()
+    enc = AudioEncoder("tiny", sample_rate=8000, patch_frames=5, level_token=True).eval()
     tones = _tone(2, 0.5, 8000)  # 220 Hz and 440 Hz, both RMS 0.3 / sqrt(2)
     with torch.no_grad():
         tok = enc(enc.preprocess(torch.cat([tones, tones[:1] * 0.05]), 8000)).tokens
     torch.testing.assert_close(tok[0, -1], tok[1, -1], atol=1e-4, rtol=0)
     assert (tok[0, :-1] - tok[1, :-1]).abs().max() > 0.1  # the patch tokens hear the pitch
     assert (tok[0, -1] - tok[2, -1]).norm() > 0.1 * tok[0, -1].norm()
-    plain = AudioEncoder("tiny", sample_rate=8000, patch_frames=5, level_token=False)
+    plain = AudioEncoder("tiny", sample_rate=8000, patch_frames=5)  # the default: no level token
     feats = plain.preprocess(tones, 8000)
     assert "level" not in feats and plain(feats).tokens.shape == (2, 10, 32)
 
