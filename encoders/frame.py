@@ -158,6 +158,9 @@ class FrameEncoder(Encoder):
         self.channels_last = channels_last
         self.runtime: OnnxBackbone | None = None
         self.runtime_failed: str | None = None  # why "auto" could not use ONNX Runtime (then not retried)
+        # Set by Task.prepare_inference: the weights are final (a run loaded for scoring), which a
+        # backbone without LoRA adapters cannot show by their merged state.
+        self.inference_ready = False
         self.register_load_state_dict_post_hook(lambda module, keys: module.use_runtime(None))
         self.image_size: int | None = None
         mean, std = IMAGENET_MEAN, IMAGENET_STD
@@ -184,6 +187,7 @@ class FrameEncoder(Encoder):
         freeze_batchnorm(self.backbone)  # the backbone is frozen (LoRA trains): BN statistics stay fixed
         if mode:
             self.use_runtime(None)  # training runs torch (autograd reaches the adapters)
+            self.inference_ready = False
         return self
 
     def use_runtime(self, runtime: "OnnxBackbone | None") -> None:

@@ -174,8 +174,10 @@ def wanted(frame: "FrameEncoder", setting: str) -> bool:
     if setting == "torch" or frame.training or frame.kind != "conv" or (setting == "auto" and frame.runtime_failed):
         return False
     lora = [m for m in frame.backbone.modules() if is_lora_layer(m)]
-    if not lora or not all(m.merged for m in lora):
+    if lora and not all(m.merged for m in lora):
         return False  # training, or evaluation inside a training run: the weights still move
+    if not lora and not frame.inference_ready:
+        return False  # no adapters to tell: only a run prepared for inference (Task.prepare_inference)
     if setting == "auto":
         return frame.spec["backbone"] == "efficientnet-lite0" and frame.mean.device.type == "cpu" and available()
     if frame.mean.device.type != "cpu":

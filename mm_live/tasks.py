@@ -81,10 +81,15 @@ class Task:
 
     def prepare_inference(self, model: nn.Module) -> nn.Module:
         """Make a loaded model ready for scoring. Default: LoRA adapters merged into the backbones
-        (scoring then runs the plain backbones; do not train the result further)."""
+        (scoring then runs the plain backbones; do not train the result further), and frame encoders
+        marked final, so that inference may run their backbone on ONNX Runtime with or without LoRA."""
+        from mm_live.encoders.frame import FrameEncoder
         from mm_live.lora import merge_lora
 
         merge_lora(model)
+        for m in model.modules():
+            if isinstance(m, FrameEncoder):
+                m.inference_ready = True
         return model
 
     def embed_clip(self, model: nn.Module, source: Any, *, segment_seconds: float | None = None,

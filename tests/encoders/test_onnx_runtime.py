@@ -100,6 +100,26 @@ def test_only_an_inference_ready_encoder_gets_onnx_and_training_drops_it(tmp_pat
         wanted(enc.eval(), "tensorrt")
 
 
+def test_a_run_without_frame_lora_gets_onnx_once_prepared_for_inference(tmp_path):
+    """No adapters to show that the weights are final: Task.prepare_inference marks the encoder."""
+    from mm_live.tasks import Task
+
+    torch.manual_seed(0)
+    enc = FrameEncoder("tiny", tiny_dim=16).eval()
+    assert not wanted(enc, "onnx")  # could be evaluation inside training
+    Task.prepare_inference(Task(), torch.nn.ModuleList([enc]))
+    assert enc.inference_ready and wanted(enc, "onnx")
+    attach(enc, "onnx", (32, 32), tmp_path)
+    x = enc.preprocess(torch.randint(0, 256, (2, 1, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)))
+    with torch.inference_mode():
+        got = enc(x).tokens
+        enc.use_runtime(None)
+        want = enc(x).tokens
+    assert float((got - want).abs().max()) < 1e-4
+    enc.train()
+    assert not enc.inference_ready and not wanted(enc.eval(), "onnx")  # back in training: final no more
+
+
 @pytest.mark.parametrize("value, message", [
     ("onnxx", "encoders.frame.runtime must be one of ['auto', 'torch', 'onnx'], got 'onnxx'"),
     (1, "encoders.frame.runtime must be a string"),
