@@ -8,7 +8,7 @@ with ``quant.learn``, the product quantizer's codebooks along with it.
 Comment re-alignment (ContentCTR's DTW, our placement): the text embedding of step i moves, by the
 open-end hard DTW in the band ``[i − w, i]`` (``w = media.max_comment_lag``), to the video step it
 refers to, so score t depends on comments up to ``t + w`` and nothing later (tested).
-``highlight.comment_lookahead`` (off by default) adds a learned, bounded look-ahead
+``highlight.comment_lookahead`` (on by default) adds a learned, bounded look-ahead
 (mm_live/lookahead.py): score t attends to the comments of steps ``t .. t + w``. Turn both
 ``highlight.realign`` and ``highlight.comment_lookahead`` off for strictly causal scores. See docs/highlight.md and docs/design.md.
 """
