@@ -123,8 +123,8 @@ class AudioEncoderConfig:
     n_layers: int = 2
     n_heads: int = 4
     # One extra token carrying the step's loudness (log RMS), which the mel transformer's final LayerNorm
-    # partly normalises away. Off: on the hard generator it helped with 12 training streams and hurt with
-    # 18 and 30 (docs/results.md).
+    # partly normalises away. Off: on the hard generator it helped with 12 training streams, hurt with 18
+    # and made no difference with 30 (docs/results.md).
     level_token: bool = False
     lora: LoraSettings = field(default_factory=LoraSettings)  # used for Hugging Face backbones
 
