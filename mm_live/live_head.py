@@ -7,7 +7,7 @@ returns the logits of the steps that became final, in order. It computes what on
 * comment re-alignment: the open-end DTW of :func:`mm_live.alignment.online_dtw_index` keeps one
   row of its accumulated-cost table; text step ``i`` adds its embedding to the video step it
   refers to (in ``[i - w, i]``), so video step ``j`` is final once step ``j + w`` is in — the
-  ``max_comment_lag`` delay causality requires (none with re-alignment off);
+  ``max_comment_lag`` delay causality requires (none with both re-alignment and look-ahead off);
 * the comment look-ahead (``highlight.comment_lookahead``): step ``t`` reads the comments of steps
   ``t .. t + w``, so it too is final ``w`` steps late; steps past the end of the stream count as
   comment-free, as in one pass over the whole stream;
