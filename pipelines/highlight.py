@@ -43,7 +43,7 @@ from mm_live.streams import ClipWindows, FeatureWindows, StreamWindow, pad_label
 from mm_live.tasks import Task, TaskData, register
 from mm_live.steps import ClipSteps, FeatureSteps, StepFeatures
 from mm_live.temporal import CausalTemporalTransformer
-from mm_live.training import LoaderBatches, StepOutput, TrainResult, to_device
+from mm_live.training import LoaderBatches, ShuffledBatches, StepOutput, Trainer, TrainResult, to_device
 
 KIND = "highlight"
 D_ALIGN = 64  # width of the text/frame spaces the soft-DTW alignment compares
@@ -351,6 +351,19 @@ def embed_features(model: HighlightModel, video: np.ndarray, text: np.ndarray | 
         vecs = model.embed(out.hidden.expand(len(masks), -1, -1), masks.to(dev))
     first = masks.float().argmax(1)
     return vecs.float().cpu().numpy(), [(int(a), int(n)) for a, n in zip(first, masks.sum(1))]
+
+
+def fit_feature_items(model: HighlightModel, items: Sequence[tuple], out: str | Path, max_steps: int, *,
+                      progress: bool = False) -> HighlightModel:
+    """Train a features-route ``model`` for ``max_steps`` optimizer steps on in-memory items
+    (record, video [T, d_v], text [T, d_t], labels [T]) with the project's Trainer, checkpoints under
+    ``out``; the model is returned in eval mode. For synthetic-feature experiments (the embedding
+    test and benchmarks); ``mm-live train`` reads features from a manifest instead."""
+    cfg = model.cfg
+    windows = FeatureWindows(items, window_steps=cfg.highlight.window_steps)
+    batches = ShuffledBatches(windows, cfg.train.batch_size, lambda ws: collate(ws, cfg.highlight.n_streamers))
+    Trainer(model, cfg, out, kind="highlight", train_data=batches, progress=progress, max_steps=max_steps).fit()
+    return model.eval()
 
 
 def score_clip(clip: str | Path, checkpoint: str | Path | None = None, *, comments: str | Path | None = None,

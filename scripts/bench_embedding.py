@@ -44,9 +44,8 @@ from mm_live.data.synthetic_features import (EVENT_KINDS, TEXT_DIM, VIDEO_DIM, s
                                              stream_features)
 from mm_live.fileio import write_json  # noqa: E402
 from mm_live.neighbours import chance_rate, neighbour_rates  # noqa: E402
-from mm_live.pipelines.highlight import build_model, collate, embed_features, evaluate  # noqa: E402
+from mm_live.pipelines.highlight import build_model, embed_features, evaluate, fit_feature_items  # noqa: E402
 from mm_live.streams import FeatureWindows  # noqa: E402
-from mm_live.training import ShuffledBatches, Trainer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_OFFSET = 100_000  # held-out streams are generator indices from here on (never trained on)
@@ -94,11 +93,8 @@ def train_run(cfg: Config, items: list, out: Path, steps: int, seed: int = 0):
     cfg = cfg.replace(**{"train.seed": seed})
     torch.manual_seed(seed)
     model = build_model(cfg)
-    untrained = copy.deepcopy(model)
-    windows = FeatureWindows(items, window_steps=cfg.highlight.window_steps)
-    batches = ShuffledBatches(windows, cfg.train.batch_size, lambda ws: collate(ws, cfg.highlight.n_streamers))
-    Trainer(model, cfg, out, kind="highlight", train_data=batches, progress=True, max_steps=steps).fit()
-    return model.eval(), untrained.eval()
+    untrained = copy.deepcopy(model).eval()
+    return fit_feature_items(model, items, out, steps, progress=True), untrained
 
 
 def embed_segments(model, items: list, segment_steps: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:

@@ -18,10 +18,8 @@ from mm_live.config import Config
 from mm_live.data.synthetic import SynthConfig
 from mm_live.data.synthetic_features import TEXT_DIM, VIDEO_DIM, segment_labels, synthetic_feature_items
 from mm_live.neighbours import chance_rate, neighbour_rates
-from mm_live.pipelines.highlight import build_model, collate, embed_features
+from mm_live.pipelines.highlight import build_model, embed_features, fit_feature_items
 from mm_live.quantization import learned_codebooks
-from mm_live.streams import FeatureWindows
-from mm_live.training import ShuffledBatches, Trainer
 
 SEGMENT = 4
 SYNTH = SynthConfig(seconds=40, seed=0)
@@ -44,11 +42,8 @@ def feature_cfg(**over) -> Config:
 def train_model(cfg: Config, items, out, steps: int):
     torch.manual_seed(0)
     model = build_model(cfg)
-    untrained = copy.deepcopy(model)
-    windows = FeatureWindows(items, window_steps=cfg.highlight.window_steps)
-    batches = ShuffledBatches(windows, cfg.train.batch_size, lambda ws: collate(ws, cfg.highlight.n_streamers))
-    Trainer(model, cfg, out, kind="highlight", train_data=batches, progress=False, max_steps=steps).fit()
-    return model.eval(), untrained.eval()
+    untrained = copy.deepcopy(model).eval()
+    return fit_feature_items(model, items, out, steps), untrained
 
 
 def probe(model, items) -> tuple[np.ndarray, dict[str, np.ndarray]]:
