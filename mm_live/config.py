@@ -207,6 +207,10 @@ class HighlightConfig:
     n_negatives: int = 7  # permuted text orders per stream in the alignment loss
     realign: bool = True  # hard-DTW re-alignment of comment embeddings (score t then sees comments up to t + max_comment_lag)
     alignment: bool = True  # False: no alignment loss and no re-alignment (the ablation)
+    # What comments are aligned to (soft-DTW loss and re-alignment), clip route: the step's pooled
+    # frame tokens, or "scene": its pooled frame and audio tokens (a reaction to a sound off-screen
+    # has something to match). The feature route aligns to its video features either way.
+    align_to: str = _choice("frames", "frames", "scene")
     # Score t attends to the comments of steps t .. t + max_comment_lag (mm_live/lookahead.py): places a
     # chat reaction back at what it reacts to when nothing in frames/audio matches; scores are final
     # max_comment_lag steps late (as with realign). +0.07-0.08 held-out AUC over the model without it on

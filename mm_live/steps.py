@@ -3,8 +3,10 @@
 Two routes give the same :class:`StepFeatures`: :class:`ClipSteps` runs the multimodal encoder
 (LoRA-adapted backbones + Fusion-Q-Former) on prepared steps, restricted to the modalities the run
 may see; :class:`FeatureSteps` projects precomputed per-step features (public datasets' features).
-Besides the fused vector, each step carries its pooled comment and frame tokens, which the
-soft-DTW alignment and the comment re-alignment compare.
+Besides the fused vector, each step carries its pooled comment tokens and what the soft-DTW
+alignment and the comment re-alignment compare them with: the pooled frame tokens, or (``scene``)
+the pooled frame and audio tokens side by side, so a reaction to something heard off-screen has a
+step to match.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from mm_live.ops import masked_mean, scatter_steps
 class StepFeatures:
     """Per-step inputs of the temporal head for S streams of (padded) length T: fused [S, T, d_f]
     (Q-Former output or projected features), text [S, T, d_t] (comments posted inside the step,
-    pooled), has_text [S, T] bool, video [S, T, d_v] (frame tokens pooled)."""
+    pooled), has_text [S, T] bool, video [S, T, d_v] (what comments are aligned to: frame tokens pooled,
+    with ``scene`` the pooled audio tokens concatenated after them)."""
 
     fused: torch.Tensor
     text: torch.Tensor
@@ -40,12 +43,15 @@ class StepFeatures:
 
 class ClipSteps(nn.Module):
     """Clip route: the multimodal encoder on the N steps of a batch, restricted to ``modalities``
-    (the others are masked out everywhere: the frames-only ablation is ``("frame",)``)."""
+    (the others are masked out everywhere: the frames-only ablation is ``("frame",)``). ``scene``:
+    the alignment side of a step is its pooled frame tokens followed by its pooled audio tokens
+    (``highlight.align_to: scene``) instead of the frame tokens alone."""
 
-    def __init__(self, encoder: MultimodalEncoder, modalities: Sequence[str] = MODALITIES):
+    def __init__(self, encoder: MultimodalEncoder, modalities: Sequence[str] = MODALITIES, scene: bool = False):
         super().__init__()
-        self.encoder, self.modalities = encoder, tuple(modalities)
-        self.fused_dim, self.text_dim, self.video_dim = encoder.fusion.queries.embedding_dim, encoder.comment.dim, encoder.frame.dim
+        self.encoder, self.modalities, self.scene = encoder, tuple(modalities), scene
+        self.fused_dim, self.text_dim = encoder.fusion.queries.embedding_dim, encoder.comment.dim
+        self.video_dim = encoder.frame.dim + (encoder.audio.dim if scene else 0)
 
     def forward(self, inputs: MultimodalInputs, index: torch.Tensor) -> StepFeatures:
         """inputs of N steps, index [S, T] into them (-1 = padding) -> :class:`StepFeatures`."""
@@ -56,9 +62,11 @@ class ClipSteps(nn.Module):
         toks = [t if name in self.modalities else dataclasses.replace(t, mask=torch.zeros_like(t.mask))
                 for name, t in zip(MODALITIES, toks)]
         fused = self.encoder.fusion(toks, streamer).queries.mean(1)  # [N, d]
-        frame, _, comment = toks
+        frame, audio, comment = toks
         own = comment.mask & (comment.offsets == 0)  # comments posted inside the step itself
         text, video = masked_mean(comment.tokens, own), masked_mean(frame.tokens, frame.mask)
+        if self.scene:  # a masked-out modality pools to zeros
+            video = torch.cat([video, masked_mean(audio.tokens, audio.mask)], -1)
         return StepFeatures(scatter_steps(fused, index), scatter_steps(text, index),
                             scatter_steps(own.any(1), index) & (index >= 0), scatter_steps(video, index))
 

@@ -204,7 +204,8 @@ def build_model(cfg: Config) -> HighlightModel:
     """The highlight model ``cfg.task`` describes (route, modalities, feature dims)."""
     t = cfg.task
     if t.route == "clips":
-        return HighlightModel(cfg, ClipSteps(MultimodalEncoder.from_config(cfg), t.modalities))
+        return HighlightModel(cfg, ClipSteps(MultimodalEncoder.from_config(cfg), t.modalities,
+                                             scene=cfg.highlight.align_to == "scene"))
     return HighlightModel(cfg, FeatureSteps(t.feature_dims[0], t.feature_dims[1], cfg.fusion.d))
 
 

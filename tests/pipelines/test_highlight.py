@@ -228,3 +228,29 @@ def test_evaluation_scores_each_held_out_stream_in_one_pass_not_per_window():
     with torch.no_grad():
         whole = torch.sigmoid(model.forward_steps(f, torch.tensor([10]), torch.zeros(1, dtype=torch.long)).logits[0])
     np.testing.assert_allclose(preds[0][1], whole.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("modalities", [("frame", "audio", "comment"), ("frame", "comment")])
+def test_scene_alignment_side_is_pooled_frames_then_pooled_audio(modalities):
+    """highlight.align_to = scene: comments are aligned to [pooled frame tokens, pooled audio tokens]
+    (zeros for a modality the run may not see); the default aligns to the frames alone."""
+    from mm_live.multimodal import MultimodalInputs
+    from mm_live.ops import masked_mean
+
+    torch.manual_seed(0)
+    cfg = tiny_cfg(**{"highlight.align_to": "scene", "task.modalities": list(modalities)})
+    model = build_model(cfg).eval()
+    enc, t = model.steps.encoder, 5
+    assert model.steps.video_dim == enc.frame.dim + enc.audio.dim
+    assert build_model(tiny_cfg()).steps.video_dim == enc.frame.dim
+    g = torch.Generator().manual_seed(1)
+    inputs = MultimodalInputs(enc.frame.preprocess(torch.randint(0, 255, (t, 1, 3, 64, 64), dtype=torch.uint8, generator=g)),
+                              enc.audio.preprocess(torch.randn(t, 16000, generator=g) * 0.1, 16000),
+                              torch.ones(t, dtype=torch.bool), enc.comment.tokenize([["wow"]] * t))
+    with torch.no_grad():
+        toks = enc.tokens(inputs)
+        f = model.steps.from_tokens(toks, None, torch.arange(t)[None])
+    frame, audio = toks[0], toks[1]
+    torch.testing.assert_close(f.video[0, :, : enc.frame.dim], masked_mean(frame.tokens, frame.mask))
+    expected = masked_mean(audio.tokens, audio.mask) if "audio" in modalities else torch.zeros(t, enc.audio.dim)
+    torch.testing.assert_close(f.video[0, :, enc.frame.dim :], expected)
