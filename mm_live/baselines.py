@@ -117,15 +117,21 @@ def event_masks(events: Sequence[Mapping], n_steps: int, step_seconds: float) ->
 
 
 def event_metrics(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], positives: Sequence[np.ndarray],
-                  masks: Sequence[Mapping[str, np.ndarray]], rising: Sequence[str], others: Sequence[str]) -> dict[str, dict[str, float]]:
+                  masks: Sequence[Mapping[str, np.ndarray]], rising: Sequence[str], others: Sequence[str],
+                  tail_steps: int = 0) -> dict[str, dict[str, float]]:
     """Per event type. A highlight type X: :func:`highlight_metrics` with X's steps as positives and the
     other highlight types' steps left out (X against background and distractors). A distractor type D:
-    ``auc`` of all highlight steps against D's steps only (1.0 = D never outranks a highlight)."""
+    ``auc`` of all highlight steps against D's steps only (1.0 = D never outranks a highlight).
+
+    ``tail_steps`` > 0 also leaves out, for the highlight types, the ``tail_steps`` steps after every
+    highlight step that are not highlight steps themselves: where the CTR label decays after an
+    event, so a score that follows the label there is not counted as ranking background high."""
     out: dict[str, dict[str, float]] = {}
     n = [len(s) for s in scores]
+    tails = [_after(q, tail_steps) & ~q for q in positives]
     for x in rising:
         mx = [m.get(x, np.zeros(k, bool)) for m, k in zip(masks, n)]
-        keep = [~(q & ~a) for q, a in zip(positives, mx)]
+        keep = [~(q & ~a) & ~t for q, a, t in zip(positives, mx, tails)]
         out[x] = highlight_metrics(scores, labels, mx, keep)
     for d in others:
         md = [m.get(d, np.zeros(k, bool)) for m, k in zip(masks, n)]
@@ -133,4 +139,12 @@ def event_metrics(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], po
         neg = np.concatenate([s[a] for s, a in zip(scores, md)])
         out[d] = {"auc": auc(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg])
                   if len(pos) and len(neg) else float("nan")}
+    return out
+
+
+def _after(mask: np.ndarray, k: int) -> np.ndarray:
+    """[T] bool -> True on the ``k`` steps after each True step (and on nothing with k = 0)."""
+    out = np.zeros_like(mask)
+    for i in range(1, k + 1):
+        out[i:] |= mask[:-i]
     return out

@@ -15,12 +15,15 @@ Rows, in one table (each model row is the default model with one thing changed):
   frames_only   the model sees frames only
   frames_audio  the model sees frames and audio (no comments)
   level_token   with the audio level token (encoders.audio.level_token, off by default; encoders/audio.py)
+  align_scene   comments aligned to the step's frames and audio (highlight.align_to: scene) instead of frames
   comment_density / audio_rms / visual_change / random   the baselines of mm_live/baselines.py
 
 Metrics on the held-out streams (every 4th stream, never trained on): AUC (highlight step vs not,
 pooled), Kendall τ vs the CTR labels (mean per stream), top-5 mAP; the same per event type (a
 highlight type against background + distractors, the other highlight types left out; a distractor
-type: AUC of all highlight steps against its steps). Model and baselines go through the same
+type: AUC of all highlight steps against its steps), and the highlight types once more without the
+TAIL_STEPS steps after each highlight, where the CTR label decays (a score that follows the label
+there is ranking a labelled reaction, not background). Model and baselines go through the same
 :func:`mm_live.baselines.highlight_metrics` (checked equal to the pipeline's ``evaluate``).
 
 Routes: ``frozen`` — backbones frozen, tokens cached, each run trains the Fusion-Q-Former,
@@ -71,6 +74,7 @@ VARIANTS = {
     "frames_only": dict(modalities=("frame",)),
     "frames_audio": dict(modalities=("frame", "audio")),
     "level_token": dict(overrides={"encoders.audio.level_token": True}),
+    "align_scene": dict(overrides={"highlight.align_to": "scene"}),
 }
 # Diagnostics, not in the default table: keep the soft-DTW alignment loss but feed the as-posted comments.
 EXTRA = {"no_realign": dict(overrides={"highlight.realign": False})}
@@ -101,6 +105,9 @@ def held_out(manifest: Path) -> list[dict]:
     return out
 
 
+TAIL_STEPS = 8  # the generator's longest reaction lag: the CTR label decays over about this many steps after an event
+
+
 def measure(scores: list[np.ndarray], streams: list[dict]) -> dict:
     """Overall and per-event-type metrics of per-stream scores (each cut to the stream's labelled steps)."""
     n = [min(len(s), len(h["labels"])) for s, h in zip(scores, streams)]
@@ -108,7 +115,8 @@ def measure(scores: list[np.ndarray], streams: list[dict]) -> dict:
     y = [h["labels"][:k] for h, k in zip(streams, n)]
     q = [h["positives"][:k] for h, k in zip(streams, n)]
     m = [{t: v[:k] for t, v in h["masks"].items()} for h, k in zip(streams, n)]
-    return {**highlight_metrics(s, y, q), "per_type": event_metrics(s, y, q, m, RISING, DISTRACTORS)}
+    return {**highlight_metrics(s, y, q), "per_type": event_metrics(s, y, q, m, RISING, DISTRACTORS),
+            "per_type_no_tails": event_metrics(s, y, q, m, RISING, (), tail_steps=TAIL_STEPS)}
 
 
 def run_model(name: str, spec: dict, route: str, seed: int, data: Path, streams: list[dict], args, work: Path,
@@ -204,8 +212,9 @@ def _stat(values: list[float]) -> dict:
 
 def summarise(runs: list[dict]) -> dict:
     out = {k: _stat([r[k] for r in runs]) for k in METRICS}
-    out["per_type"] = {t: {k: _stat([r["per_type"][t][k] for r in runs]) for k in runs[0]["per_type"][t]}
-                       for t in runs[0]["per_type"]}
+    for view in ("per_type", "per_type_no_tails"):
+        if view in runs[0]:
+            out[view] = {t: {k: _stat([r[view][t][k] for r in runs]) for k in runs[0][view][t]} for t in runs[0][view]}
     if "seconds" in runs[0]:
         out["seconds_per_run"] = float(np.mean([r["seconds"] for r in runs]))
     return out
@@ -244,6 +253,17 @@ def table(report: dict) -> str:
                 cells = [_delta(full[k], res[b][k]) for k in ("auc", "kendall_tau")]
                 cells += [_delta(full["per_type"][t]["auc"], res[b]["per_type"][t]["auc"]) for t in RISING + DISTRACTORS]
                 lines.append(f"| {b} | " + " | ".join(cells) + " |")
+            if "per_type_no_tails" in full:
+                lines += ["", f"Highlight types without the {TAIL_STEPS} steps after each highlight (where the CTR label decays):", "",
+                          "| variant | " + " | ".join(f"AUC {t}" for t in RISING) + " | " + " | ".join(f"full − it, AUC {t}" for t in RISING) + " |",
+                          "|---|" + "---|" * (2 * len(RISING))]
+                for name, r in res.items():
+                    if "per_type_no_tails" not in r:
+                        continue
+                    pt = r["per_type_no_tails"]
+                    cells = [_cell(pt[t]["auc"]) for t in RISING]
+                    cells += ["" if name == "full" else _delta(full["per_type_no_tails"][t]["auc"], pt[t]["auc"]) for t in RISING]
+                    lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

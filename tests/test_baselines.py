@@ -108,3 +108,21 @@ def test_event_metrics_split_highlight_types_and_distractors():
     assert out["chat_only"]["auc"] == pytest.approx(0.8)
     # av_chat (0.3) vs the same 5 steps: beats 0.1, 0.2, 0.1, 0.0 -> 4 of 5
     assert out["av_chat"]["auc"] == pytest.approx(0.8)
+
+
+def test_event_metrics_can_leave_out_the_steps_after_each_highlight():
+    """tail_steps = 2: the two steps after each highlight step (not highlights themselves) are left out
+    of the highlight types' negatives; distractors are untouched."""
+    events = [{"type": "chat_only", "start": 0.0, "end": 2.0}, {"type": "av_chat", "start": 5.0, "end": 6.0}]
+    masks = bl.event_masks(events, 9, 1.0)
+    pos = masks["chat_only"] | masks["av_chat"]
+    s = np.array([0.9, 0.8, 0.85, 0.7, 0.2, 0.5, 0.6, 0.95, 0.0])
+    y = np.where(pos, 0.8, 0.1)
+    np.testing.assert_array_equal(bl._after(pos, 2) & ~pos, [0, 0, 1, 1, 0, 0, 1, 1, 0])
+    full = bl.event_metrics([s], [y], [pos], [masks], ("chat_only", "av_chat"), ())
+    cut = bl.event_metrics([s], [y], [pos], [masks], ("chat_only", "av_chat"), (), tail_steps=2)
+    # av_chat (0.5) vs 0.85, 0.7, 0.2, 0.6, 0.95, 0.0 -> 2 of 6; without steps 2, 3, 6, 7: vs 0.2, 0.0 -> 2 of 2
+    assert full["av_chat"]["auc"] == pytest.approx(2 / 6)
+    assert cut["av_chat"]["auc"] == pytest.approx(1.0)
+    # chat_only (0.9, 0.8) vs steps 4 and 8 only: all won
+    assert cut["chat_only"]["auc"] == pytest.approx(1.0)
