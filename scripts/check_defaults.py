@@ -1,10 +1,11 @@
 """Does a highlight run give scores a person can read? Separation on the held-out streams.
 
 Scores every held-out stream of the manifest (the ``"split": "test"`` lines, else every 4th stream,
-as training holds them out) with the run's best checkpoint, exactly as ``mm-live score`` does, and
-reports per stream and pooled: mean score on highlight steps, mean elsewhere, their ratio (the
-target for the defaults is >= 2), the score range, and the AUC. Also reads the run's optimizer steps
-and training wall time from ``metrics.jsonl``. Writes ``<run>/separation.json``.
+as training holds them out) with the run's best checkpoint, exactly as ``mm-live score`` does (or,
+``--checkpoint last``, its last one, which no choice on these streams has touched), and reports
+per stream and pooled: mean score on highlight steps, mean elsewhere, their ratio (the target for
+the defaults is >= 2), the score range, and the AUC. Also reads the run's optimizer steps
+and training wall time from ``metrics.jsonl``. Writes ``<run>/separation.json`` (``separation-last.json``).
 
     mm-live data synth --out D --streams 16 --seconds 60
     mm-live train highlight --data D/manifest.jsonl --out RUN
@@ -52,9 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", type=Path, help="run directory (holds best/ and metrics.jsonl)")
     p.add_argument("manifest", type=Path, help="the manifest the run was trained on")
     p.add_argument("--target", type=float, default=2.0, help="required ratio (default 2)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                   help="best (what `mm-live score RUN` uses; chosen on these held-out streams) or last "
+                        "(free of that choice); writes separation.json or separation-last.json")
     args = p.parse_args(argv)
     _, held = split_records(read_manifest(args.manifest))
-    model = load_model(args.run)
+    model = load_model(args.run if args.checkpoint == "best" else args.run / "last")
     per, all_s, all_p = {}, [], []
     for rec in held:
         res = score_clip(rec.clip, model=model, comments=rec.comments)
@@ -65,17 +69,18 @@ def main(argv: list[str] | None = None) -> int:
         all_s.append(s)
         all_p.append(pos)
     pooled = separation(np.concatenate(all_s), np.concatenate(all_p))
-    out = {"run": str(args.run), "manifest": str(args.manifest), "held_out_streams": len(held), **training_stats(args.run),
+    out = {"run": str(args.run), "checkpoint": args.checkpoint, "manifest": str(args.manifest), "held_out_streams": len(held), **training_stats(args.run),
            "pooled": pooled, "per_stream": per, "target_ratio": args.target, "meets_target": pooled["ratio"] >= args.target,
            "load_avg": [round(x, 2) for x in os.getloadavg()]}
-    write_json(args.run / "separation.json", out)
+    dest = args.run / ("separation.json" if args.checkpoint == "best" else "separation-last.json")
+    write_json(dest, out)
     print(f"{'stream':>10}{'highlight':>11}{'elsewhere':>11}{'ratio':>8}{'min':>8}{'max':>8}{'AUC':>7}")
     for name, r in [*per.items(), ("pooled", pooled)]:
         print(f"{name:>10}{r['mean_highlight']:>11.3f}{r['mean_elsewhere']:>11.3f}{r['ratio']:>8.2f}{r['min']:>8.3f}"
               f"{r['max']:>8.3f}{r['auc']:>7.3f}")
     print(f"{out['optimizer_steps']} optimizer steps, {out['epochs']} epochs, {out['train_wall_s']} s of training; "
           f"ratio {pooled['ratio']:.2f} ({'meets' if out['meets_target'] else 'misses'} the target {args.target:g})")
-    print(f"wrote {args.run / 'separation.json'}")
+    print(f"wrote {dest}")
     return 0
 
 
