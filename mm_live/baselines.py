@@ -121,7 +121,9 @@ def event_metrics(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], po
                   tail_steps: int = 0) -> dict[str, dict[str, float]]:
     """Per event type. A highlight type X: :func:`highlight_metrics` with X's steps as positives and the
     other highlight types' steps left out (X against background and distractors). A distractor type D:
-    ``auc`` of all highlight steps against D's steps only (1.0 = D never outranks a highlight).
+    ``auc`` of all highlight steps against D's steps only (1.0 = D never outranks a highlight). A
+    highlight type also gets ``auc_first_step`` and ``auc_later_steps``: its events' first steps, and
+    their other steps, each against the same negatives.
 
     ``tail_steps`` > 0 also leaves out, for the highlight types, the ``tail_steps`` steps after every
     highlight step that are not highlight steps themselves: where the CTR label decays after an
@@ -133,6 +135,14 @@ def event_metrics(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], po
         mx = [m.get(x, np.zeros(k, bool)) for m, k in zip(masks, n)]
         keep = [~(q & ~a) & ~t for q, a, t in zip(positives, mx, tails)]
         out[x] = highlight_metrics(scores, labels, mx, keep)
+        # the same negatives against each event's first step, then against its other steps: is a
+        # scorer late (weak at the onset) or weak throughout?
+        first = [a & ~np.r_[False, a[:-1]] for a in mx]
+        neg = np.concatenate([s[k & ~a] for s, k, a in zip(scores, keep, mx)])
+        for key, sel in (("auc_first_step", first), ("auc_later_steps", [a & ~f for a, f in zip(mx, first)])):
+            pos = np.concatenate([s[q] for s, q in zip(scores, sel)])
+            out[x][key] = (auc(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg])
+                           if len(pos) and len(neg) else float("nan"))
     for d in others:
         md = [m.get(d, np.zeros(k, bool)) for m, k in zip(masks, n)]
         pos = np.concatenate([s[q] for s, q in zip(scores, positives)])

@@ -126,3 +126,7 @@ def test_event_metrics_can_leave_out_the_steps_after_each_highlight():
     assert cut["av_chat"]["auc"] == pytest.approx(1.0)
     # chat_only (0.9, 0.8) vs steps 4 and 8 only: all won
     assert cut["chat_only"]["auc"] == pytest.approx(1.0)
+    # onset vs the rest: chat_only's first step 0.9, its second 0.8, against 0.85, 0.7, 0.2, 0.6, 0.95, 0.0
+    assert full["chat_only"]["auc_first_step"] == pytest.approx(5 / 6)
+    assert full["chat_only"]["auc_later_steps"] == pytest.approx(4 / 6)
+    assert np.isnan(full["av_chat"]["auc_later_steps"])  # a one-step event has no later steps
