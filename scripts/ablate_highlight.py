@@ -267,25 +267,25 @@ def table(report: dict) -> str:
                 cells = [_delta(full[k], res[b][k]) for k in ("auc", "kendall_tau")]
                 cells += [_delta(full["per_type"][t]["auc"], res[b]["per_type"][t]["auc"]) for t in RISING + DISTRACTORS]
                 lines.append(f"| {b} | " + " | ".join(cells) + " |")
-            if "per_type_no_tails" in full:
-                lines += ["", f"Highlight types without the {TAIL_STEPS} steps after each highlight (where the CTR label decays):", "",
-                          "| variant | " + " | ".join(f"AUC {t}" for t in RISING) + " | " + " | ".join(f"full − it, AUC {t}" for t in RISING) + " |",
-                          "|---|" + "---|" * (2 * len(RISING))]
-                for name, r in res.items():
-                    if "per_type_no_tails" not in r:
-                        continue
-                    pt = r["per_type_no_tails"]
-                    cells = [_cell(pt[t]["auc"]) for t in RISING]
-                    cells += ["" if name == "full" else _delta(full["per_type_no_tails"][t]["auc"], pt[t]["auc"]) for t in RISING]
-                    lines.append(f"| {name} | " + " | ".join(cells) + " |")
-                lines += ["", "The same negatives against each event's first step, and against its later steps:", "",
-                          "| variant | " + " | ".join(f"first step {t} | later steps {t}" for t in RISING) + " |",
-                          "|---|" + "---|" * (2 * len(RISING))]
-                for name, r in res.items():
-                    pt = r.get("per_type_no_tails", {})
-                    if all("auc_first_step" in pt.get(t, {}) for t in RISING):
-                        lines.append(f"| {name} | " + " | ".join(f"{_cell(pt[t]['auc_first_step'])} | {_cell(pt[t]['auc_later_steps'])}"
-                                                                  for t in RISING) + " |")
+        if full is not None and "per_type_no_tails" in full:
+            lines += ["", f"Highlight types without the {TAIL_STEPS} steps after each highlight (where the CTR label decays):", "",
+                      "| variant | " + " | ".join(f"AUC {t}" for t in RISING) + " | " + " | ".join(f"full − it, AUC {t}" for t in RISING) + " |",
+                      "|---|" + "---|" * (2 * len(RISING))]
+            for name, r in res.items():
+                if "per_type_no_tails" not in r:
+                    continue
+                pt = r["per_type_no_tails"]
+                cells = [_cell(pt[t]["auc"]) for t in RISING]
+                cells += ["" if name == "full" else _delta(full["per_type_no_tails"][t]["auc"], pt[t]["auc"]) for t in RISING]
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            lines += ["", "The same negatives against each event's first step, and against its later steps:", "",
+                      "| variant | " + " | ".join(f"first step {t} | later steps {t}" for t in RISING) + " |",
+                      "|---|" + "---|" * (2 * len(RISING))]
+            for name, r in res.items():
+                pt = r.get("per_type_no_tails", {})
+                if all("auc_first_step" in pt.get(t, {}) for t in RISING):
+                    lines.append(f"| {name} | " + " | ".join(f"{_cell(pt[t]['auc_first_step'])} | {_cell(pt[t]['auc_later_steps'])}"
+                                                              for t in RISING) + " |")
     return "\n".join(lines)
 
 
