@@ -8,8 +8,10 @@ Highlights annotations are paired with a folder of per-video ``.npz``/``.npy`` f
 (:func:`mm_live.data.sources.pair_features`). Features written by ``mm-live data features`` carry
 their step length; the labels go onto those steps as on the clip route
 (:func:`mm_live.data.public_manifest.labels_per_step`: YouTube Highlights' frame windows at the
-video's fps onto 5/3 s steps). Other feature files are one row per annotated unit. Labels on other
-scales (0-4 saliency, 1-5 TVSum scores) are rescaled to [0, 1] per video so a BCE head can learn them.
+video's fps onto 5/3 s steps). Other feature files are one row per annotated unit. Labels go onto
+[0, 1] by the same fixed conversion as the clip route (:func:`mm_live.data.public_manifest.scaled_labels`:
+QVHighlights' 0-4 saliency / 4, TVSum's 1-5 scores (x - 1) / 4), so both routes train on the same
+targets; labels of any other source still outside [0, 1] are min-max scaled per video.
 """
 
 from __future__ import annotations
@@ -45,16 +47,16 @@ def _records(dataset: str, annotations: Path, features: Path | None) -> tuple[li
     return records, None
 
 
-def _items(records: list[Any]) -> list[Item]:
+def _items(records: list[Any], dataset: str) -> list[Item]:
     from mm_live.data.features import feature_step_seconds
-    from mm_live.data.public_manifest import labels_per_step
+    from mm_live.data.public_manifest import labels_per_step, scaled_labels
     from mm_live.data.sources import load_features
 
     out = []
     for rec in records:
         if rec.labels is None:
             continue
-        labels = np.asarray(rec.labels, dtype=np.float32)
+        labels = np.asarray(scaled_labels(dataset, rec), dtype=np.float32)
         if "image" in rec.features:
             video, text = rec.features["image"], rec.features.get("text")
         elif rec.feature_path is not None:
@@ -80,9 +82,9 @@ def feature_items(dataset: str, annotations: str | Path, features: str | Path | 
     """(train, held-out) items of a dataset's annotations with their features; without a split of
     its own, every 4th video is held out."""
     records, held_out = _records(dataset, Path(annotations), None if features is None else Path(features))
-    items = _items(records)
+    items = _items(records, dataset)
     if held_out is not None:
-        return items, _items(held_out)
+        return items, _items(held_out, dataset)
     train = [it for i, it in enumerate(items) if i % 4] or items[::4]
     return train, items[::4]
 

@@ -97,3 +97,20 @@ def test_real_25fps_videos_get_labels_only_inside_their_highlight_windows(real_d
         inside = ((spans[:, :1] <= mid[None]) & (mid[None] < spans[:, 1:])).any(0)
         assert not (labels[~inside] > 0).any(), rec.id
         assert all(((labels > 0) & (a <= mid) & (mid < b)).any() for a, b in spans), rec.id
+
+
+def test_tvsum_feature_labels_use_the_clip_routes_fixed_scale(tmp_path):
+    """TVSum's 1-5 scores become (x - 1) / 4 on both routes; a per-video min-max (the feature route
+    before) turned a video scored 2-3 into 0-1 while the clip route trained the same video on 0.25-0.5."""
+    from mm_live.data.public_manifest import scaled_labels
+    from mm_live.data.tvsum import read_tvsum
+
+    ann = tmp_path / "tvsum_val_release.jsonl"
+    scores = np.array([[2] * 20, [3] * 20, [2] * 10 + [3] * 10, [3] * 20])  # four 2 s clips, 20 raters
+    ann.write_text(json.dumps({"qid": "t", "vid": "t", "query": "t", "duration": 8, "domain": "BK",
+                               "label": scores.tolist()}) + "\n")
+    (tmp_path / "feats").mkdir()
+    np.save(tmp_path / "feats" / "t.npy", np.ones((4, 3), np.float32))
+    (_, _, _, labels), = feature_items("tvsum", ann, tmp_path / "feats")[0]
+    np.testing.assert_allclose(labels, [0.25, 0.5, 0.375, 0.5])
+    np.testing.assert_allclose(labels, scaled_labels("tvsum", read_tvsum(ann)[0]))
