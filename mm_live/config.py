@@ -227,9 +227,9 @@ class HighlightConfig:
     top_k: int = 5  # highlight windows reported by `score`
 
     def validate(self, p: str) -> None:
-        for name in ("d_model", "n_layers", "n_heads", "n_streamers", "n_negatives", "top_k", "window_steps",
-                     "embed_segment_steps"):
+        for name in ("d_model", "n_layers", "n_heads", "n_negatives", "top_k", "window_steps", "embed_segment_steps"):
             _positive(getattr(self, name), f"{p}.{name}")
+        _buckets(self.n_streamers, f"{p}.n_streamers")
         _divides(self.n_heads, self.d_model, f"{p}.n_heads", f"{p}.d_model")
         if self.lookback_steps is not None:
             _positive(self.lookback_steps, f"{p}.lookback_steps")
@@ -289,8 +289,9 @@ class EM3Config:
     data: str | None = None  # the click data the run was trained on ('score --user' reads the user's history there)
 
     def validate(self, p: str) -> None:
-        for name in ("d_id", "history_len", "n_items", "segment_steps", "d_hidden"):
+        for name in ("d_id", "history_len", "segment_steps", "d_hidden"):
             _positive(getattr(self, name), f"{p}.{name}")
+        _buckets(self.n_items, f"{p}.n_items")
         _in_range(self.cic_weight, f"{p}.cic_weight", 0.0, 1e6)
         _positive(self.cic_temperature, f"{p}.cic_temperature")
         _in_range(self.id_dropout, f"{p}.id_dropout", 0.0, 0.99)
@@ -551,6 +552,12 @@ def _positive(value: float, path: str) -> None:
         raise ConfigError(f"{path} must be > 0, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{path} must be a finite number, got {value!r}")
+
+
+def _buckets(value: int, path: str) -> None:
+    """A hashed-id table (:func:`mm_live.ops.hash_id`): bucket 0 is the unknown id, so at least 2."""
+    if not value >= 2:
+        raise ConfigError(f"{path} must be >= 2 (bucket 0 is kept for an unknown id), got {value!r}")
 
 
 def _in_range(value: float, path: str, lo: float, hi: float) -> None:

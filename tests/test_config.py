@@ -39,6 +39,10 @@ def test_round_trip_yaml_with_partial_sections(tmp_path):
         ({"quant": {"m": 7}}, "quant.m=7 must divide fusion.d_emb=128"),
         ({"encoders": {"frame": {"lora": {"target_modules": "q_proj"}}}}, "encoders.frame.lora.target_modules must be a list"),
         ({"fusion": [1, 2]}, "fusion must be a mapping"),
+        # hashed-id tables keep bucket 0 for an unknown id: a single bucket used to pass validation and
+        # then fail inside nn.Embedding with an IndexError
+        ({"highlight": {"n_streamers": 1}}, "highlight.n_streamers must be >= 2"),
+        ({"em3": {"n_items": 1}}, "em3.n_items must be >= 2"),
     ],
 )
 def test_bad_values_name_the_field(data, needle):
