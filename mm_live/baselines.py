@@ -118,7 +118,7 @@ def event_masks(events: Sequence[Mapping], n_steps: int, step_seconds: float) ->
 
 def event_metrics(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], positives: Sequence[np.ndarray],
                   masks: Sequence[Mapping[str, np.ndarray]], rising: Sequence[str], others: Sequence[str],
-                  tail_steps: int = 0) -> dict[str, dict[str, float]]:
+                  tail_steps: int = 0, split_negatives: Sequence[str] = ()) -> dict[str, dict[str, float]]:
     """Per event type. A highlight type X: :func:`highlight_metrics` with X's steps as positives and the
     other highlight types' steps left out (X against background and distractors). A distractor type D:
     ``auc`` of all highlight steps against D's steps only (1.0 = D never outranks a highlight). A
@@ -127,7 +127,11 @@ def event_metrics(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], po
 
     ``tail_steps`` > 0 also leaves out, for the highlight types, the ``tail_steps`` steps after every
     highlight step that are not highlight steps themselves: where the CTR label decays after an
-    event, so a score that follows the label there is not counted as ranking background high."""
+    event, so a score that follows the label there is not counted as ranking background high.
+
+    ``split_negatives`` (distractor types) also splits each highlight type's negatives: ``auc_vs_<D>``
+    against the steps of distractor D only, ``auc_vs_background`` against the negatives in none of
+    them — whether a scorer loses to plain background or to the look-alikes."""
     out: dict[str, dict[str, float]] = {}
     n = [len(s) for s in scores]
     tails = [_after(q, tail_steps) & ~q for q in positives]
@@ -141,15 +145,27 @@ def event_metrics(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], po
         neg = np.concatenate([s[k & ~a] for s, k, a in zip(scores, keep, mx)])
         for key, sel in (("auc_first_step", first), ("auc_later_steps", [a & ~f for a, f in zip(mx, first)])):
             pos = np.concatenate([s[q] for s, q in zip(scores, sel)])
-            out[x][key] = (auc(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg])
-                           if len(pos) and len(neg) else float("nan"))
+            out[x][key] = _auc(pos, neg)
+        pos = np.concatenate([s[a] for s, a in zip(scores, mx)])
+        lookalike = [np.zeros(k, bool) for k in n]
+        for d in split_negatives:
+            md = [m.get(d, np.zeros(k, bool)) for m, k in zip(masks, n)]
+            lookalike = [la | b for la, b in zip(lookalike, md)]
+            out[x][f"auc_vs_{d}"] = _auc(pos, np.concatenate([s[k & ~a & b] for s, k, a, b in zip(scores, keep, mx, md)]))
+        if split_negatives:
+            out[x]["auc_vs_background"] = _auc(pos, np.concatenate([s[k & ~a & ~la] for s, k, a, la in
+                                                                    zip(scores, keep, mx, lookalike)]))
     for d in others:
         md = [m.get(d, np.zeros(k, bool)) for m, k in zip(masks, n)]
         pos = np.concatenate([s[q] for s, q in zip(scores, positives)])
         neg = np.concatenate([s[a] for s, a in zip(scores, md)])
-        out[d] = {"auc": auc(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg])
-                  if len(pos) and len(neg) else float("nan")}
+        out[d] = {"auc": _auc(pos, neg)}
     return out
+
+
+def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """AUC of positive scores ``pos`` against negative scores ``neg`` (NaN when either is empty)."""
+    return auc(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg]) if len(pos) and len(neg) else float("nan")
 
 
 def _after(mask: np.ndarray, k: int) -> np.ndarray:

@@ -97,11 +97,12 @@ def base_config(route: str, epochs: int, cache_dir: str) -> Config:
     })
 
 
-def held_out(manifest: Path) -> list[dict]:
-    """Per held-out stream: record, labels [T], positives [T], event masks {type: [T]}."""
-    _, test = split_records(read_manifest(manifest))
+def held_out(manifest: Path, part: str = "test") -> list[dict]:
+    """Per held-out stream (``part="train"``: per training stream): record, labels [T], positives [T],
+    event masks {type: [T]}."""
+    train_recs, test = split_records(read_manifest(manifest))
     out = []
-    for rec in test:
+    for rec in test if part == "test" else train_recs:
         truth = json.loads((manifest.parent / rec.extra["truth"]).read_text(encoding="utf-8"))
         labels = np.asarray(rec.labels, np.float64)
         out.append({"rec": rec, "labels": labels, "positives": highlight_steps(labels, rec.extra.get("highlights"), rec.step_seconds),
@@ -120,7 +121,7 @@ def measure(scores: list[np.ndarray], streams: list[dict]) -> dict:
     q = [h["positives"][:k] for h, k in zip(streams, n)]
     m = [{t: v[:k] for t, v in h["masks"].items()} for h, k in zip(streams, n)]
     return {**highlight_metrics(s, y, q), "per_type": event_metrics(s, y, q, m, RISING, DISTRACTORS),
-            "per_type_no_tails": event_metrics(s, y, q, m, RISING, (), tail_steps=TAIL_STEPS)}
+            "per_type_no_tails": event_metrics(s, y, q, m, RISING, (), tail_steps=TAIL_STEPS, split_negatives=DISTRACTORS)}
 
 
 ORACLE = "labels_as_scores"
@@ -143,14 +144,12 @@ def run_model(name: str, spec: dict, route: str, seed: int, data: Path, streams:
     train_s = time.perf_counter() - t0
     # the LAST checkpoint: picking "best" on the held-out streams would tune on the test set
     model = load_model(out / "last")
-    _, held = window_datasets(data / "manifest.jsonl", model.cfg, model.steps.encoder, progress=False)
+    fit, held = window_datasets(data / "manifest.jsonl", model.cfg, model.steps.encoder, progress=False)
     device = next(model.parameters()).device
-    preds = predict_streams(model, held, device)
-    order = {h["rec"].id: i for i, h in enumerate(streams)}
-    scores = [None] * len(streams)
-    for windows, p in preds:
-        scores[order[windows[0].stream_id]] = p.astype(np.float64)
-    m = measure(scores, streams)
+    m = measure(_scores(predict_streams(model, held, device), streams), streams)
+    if args.train_fit:  # the same metrics on the streams it trained on: how much of the gap is generalisation
+        seen = held_out(data / "manifest.jsonl", part="train")
+        m["train_streams"] = measure(_scores(predict_streams(model, fit, device), seen), seen)
     if check:  # the shared metric code reproduces the pipeline's own evaluation
         ref = evaluate(model, held, device)
         for k in METRICS:
@@ -158,6 +157,15 @@ def run_model(name: str, spec: dict, route: str, seed: int, data: Path, streams:
     m["train_seconds"] = train_s
     m["seconds"] = time.perf_counter() - t0
     return m
+
+
+def _scores(preds, streams: list[dict]) -> list[np.ndarray]:
+    """predict_streams output -> scores [T] per stream, in the order of ``streams``."""
+    order = {h["rec"].id: i for i, h in enumerate(streams)}
+    scores = [None] * len(streams)
+    for windows, p in preds:
+        scores[order[windows[0].stream_id]] = p.astype(np.float64)
+    return scores
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -229,6 +237,8 @@ def summarise(runs: list[dict]) -> dict:
     for view in ("per_type", "per_type_no_tails"):
         if view in runs[0]:
             out[view] = {t: {k: _stat([r[view][t][k] for r in runs]) for k in runs[0][view][t]} for t in runs[0][view]}
+    if "train_streams" in runs[0]:
+        out["train_streams"] = summarise([r["train_streams"] for r in runs])
     if "seconds" in runs[0]:
         out["seconds_per_run"] = float(np.mean([r["seconds"] for r in runs]))
     return out
@@ -286,6 +296,23 @@ def table(report: dict) -> str:
                 if all("auc_first_step" in pt.get(t, {}) for t in RISING):
                     lines.append(f"| {name} | " + " | ".join(f"{_cell(pt[t]['auc_first_step'])} | {_cell(pt[t]['auc_later_steps'])}"
                                                               for t in RISING) + " |")
+            split = ("background",) + DISTRACTORS
+            lines += ["", "The same negatives split: plain background, and each distractor's steps:", "",
+                      "| variant | " + " | ".join(f"{t} vs {n}" for t in RISING for n in split) + " |",
+                      "|---|" + "---|" * (len(RISING) * len(split))]
+            for name, r in res.items():
+                pt = r.get("per_type_no_tails", {})
+                if all(f"auc_vs_{n}" in pt.get(t, {}) for t in RISING for n in split):
+                    lines.append(f"| {name} | " + " | ".join(_cell(pt[t][f"auc_vs_{n}"]) for t in RISING for n in split) + " |")
+        fitted = {name: r for name, r in res.items() if "train_streams" in r}
+        if fitted:
+            lines += ["", "The same models on the streams they trained on (no-tails view per type) against the held-out streams:", "",
+                      "| variant | streams | AUC | Kendall τ | " + " | ".join(f"AUC {t}" for t in RISING) + " |",
+                      "|---|---|" + "---|" * (2 + len(RISING))]
+            for name, r in fitted.items():
+                for where, x in (("training", r["train_streams"]), ("held out", r)):
+                    lines.append(f"| {name} | {where} | {_cell(x['auc'])} | {_cell(x['kendall_tau'])} | "
+                                 + " | ".join(_cell(x["per_type_no_tails"][t]["auc"]) for t in RISING) + " |")
     return "\n".join(lines)
 
 
@@ -342,6 +369,7 @@ def main() -> None:
     p.add_argument("--lora-epochs", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--train-fit", action="store_true", help="also score each model on its own training streams")
     p.add_argument("--workdir", help="reuse synthetic data and token caches here (default: a temp dir)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "ablate_highlight.json")
     p.add_argument("--plot", type=Path, default=REPO / "docs" / "ablation.png")

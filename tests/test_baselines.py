@@ -108,6 +108,14 @@ def test_event_metrics_split_highlight_types_and_distractors():
     assert out["chat_only"]["auc"] == pytest.approx(0.8)
     # av_chat (0.3) vs the same 5 steps: beats 0.1, 0.2, 0.1, 0.0 -> 4 of 5
     assert out["av_chat"]["auc"] == pytest.approx(0.8)
+    # the same negatives split into the spam step and plain background (steps 2, 4, 6, 7): both
+    # highlight types lose every pair to the spam step and win every pair against background
+    split = bl.event_metrics([s], [y], [pos], [masks], ("chat_only", "av_chat"), (), split_negatives=("spam_burst",))
+    for x in ("chat_only", "av_chat"):
+        assert split[x]["auc_vs_spam_burst"] == 0.0
+        assert split[x]["auc_vs_background"] == 1.0
+        assert split[x]["auc"] == out[x]["auc"]  # splitting adds keys, it changes nothing else
+    assert "auc_vs_background" not in out["chat_only"]
 
 
 def test_event_metrics_can_leave_out_the_steps_after_each_highlight():
