@@ -132,9 +132,10 @@ def train_step(variant: str, batch: int, repeats: int) -> dict:
     model.train()  # after unfreezing: a trainable backbone is not held in eval mode
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
-    clip, bags, _ = synthetic_clip(batch)
+    clip, bags, chat = synthetic_clip(batch)
     inputs = model.prepare(clip, bags)
     rss_before = _status_mb("VmRSS")
+    load = [round(x, 2) for x in os.getloadavg()]
     times = []
     for _ in range(1 + repeats):  # the first step (warm-up, optimizer state allocation) is not timed
         t0 = time.perf_counter()
@@ -151,7 +152,7 @@ def train_step(variant: str, batch: int, repeats: int) -> dict:
             "encoder_params": sum(p.numel() for p in encoders),
             "total_params": sum(p.numel() for p in model.parameters()), "step_s": round(min(times[1:]), 3),
             "rss_before_step_mb": round(rss_before, 1), "peak_rss_mb": round(peak, 1),
-            "step_memory_mb": round(peak - rss_before, 1)}
+            "step_memory_mb": round(peak - rss_before, 1), **chat, "load_avg": load}
 
 
 # -- 3. LoRA step of the highlight training shape: full path vs frozen prefix -----------------
@@ -306,7 +307,10 @@ def print_scoring(scoring: dict, threads: int) -> None:
 
 
 def print_train_step(train: dict, threads: int) -> None:
-    print(f"\nOne training step, batch {train['lora']['batch_steps']} steps (forward + backward + AdamW), {threads} threads")
+    lo = train["lora"]
+    chat = (f"; {lo['comments']} comments at {lo['comment_rate']:g}/s, {100 * lo['distinct_share']:.0f}% distinct, load {lo['load_avg'][0]}"
+            if "comment_rate" in lo else "")
+    print(f"\nOne training step, batch {lo['batch_steps']} steps (forward + backward + AdamW), {threads} threads{chat}")
     print(f"{'':24}{'full FT':>12}{'LoRA':>15}{'ratio':>8}")
     for key in ("encoder_trainable_params", "encoder_params", "trainable_params", "total_params", "step_s",
                 "peak_rss_mb", "step_memory_mb"):
