@@ -97,12 +97,12 @@ def base_config(route: str, epochs: int, cache_dir: str) -> Config:
     })
 
 
-def held_out(manifest: Path, part: str = "test") -> list[dict]:
-    """Per held-out stream (``part="train"``: per training stream): record, labels [T], positives [T],
+def annotated_streams(manifest: Path, train: bool = False) -> list[dict]:
+    """Per held-out stream (``train``: per training stream): record, labels [T], positives [T],
     event masks {type: [T]}."""
-    train_recs, test = split_records(read_manifest(manifest))
+    fit, test = split_records(read_manifest(manifest))
     out = []
-    for rec in test if part == "test" else train_recs:
+    for rec in fit if train else test:
         truth = json.loads((manifest.parent / rec.extra["truth"]).read_text(encoding="utf-8"))
         labels = np.asarray(rec.labels, np.float64)
         out.append({"rec": rec, "labels": labels, "positives": highlight_steps(labels, rec.extra.get("highlights"), rec.step_seconds),
@@ -148,7 +148,7 @@ def run_model(name: str, spec: dict, route: str, seed: int, data: Path, streams:
     device = next(model.parameters()).device
     m = measure(_scores(predict_streams(model, held, device), streams), streams)
     if args.train_fit:  # the same metrics on the streams it trained on: how much of the gap is generalisation
-        seen = held_out(data / "manifest.jsonl", part="train")
+        seen = annotated_streams(data / "manifest.jsonl", train=True)
         m["train_streams"] = measure(_scores(predict_streams(model, fit, device), seen), seen)
     if check:  # the shared metric code reproduces the pipeline's own evaluation
         ref = evaluate(model, held, device)
@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> dict:
             summary = synthesize(data, synth)
             print(summary.describe(), flush=True)
             chat_text, shares = summary.chat_text, shares + summary.distinct_share
-        streams = held_out(data / "manifest.jsonl")
+        streams = annotated_streams(data / "manifest.jsonl")
         # baselines: one decoding pass per held-out stream, the model's media settings
         bcfg = base_config("frozen", 1, "")
         per = {b: [] for b in BASELINES}
