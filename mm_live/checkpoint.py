@@ -61,6 +61,20 @@ def save_checkpoint(
     return path
 
 
+# Switches added after checkpoints were already written, with the value that rebuilds the model an
+# older checkpoint holds (a missing field would otherwise take today's default).
+ADDED_OFF = {("highlight", "reaction_reader"): False}
+
+
+def _backfill(raw: Any) -> Any:
+    """A saved config dict with every :data:`ADDED_OFF` switch it predates set to its old value."""
+    if isinstance(raw, dict):
+        for (section, key), old in ADDED_OFF.items():
+            if isinstance(raw.get(section), dict) and key not in raw[section]:
+                raw[section][key] = old
+    return raw
+
+
 def load_checkpoint(path: str | Path, *, kind: str | None = None, with_state: bool = False,
                     weights: bool = True) -> Checkpoint:
     """Read a checkpoint directory; ``kind`` checks it was made for the expected model;
@@ -73,7 +87,7 @@ def load_checkpoint(path: str | Path, *, kind: str | None = None, with_state: bo
         raise CheckpointError(f"checkpoint {path} is incomplete (missing {', '.join(missing)}): point to a directory written by 'mm-live train'")
     try:
         meta = json.loads((path / META).read_text(encoding="utf-8"))
-        config = Config.from_dict(json.loads((path / CONFIG).read_text(encoding="utf-8")))
+        config = Config.from_dict(_backfill(json.loads((path / CONFIG).read_text(encoding="utf-8"))))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"checkpoint {path} has a corrupt config/meta file ({exc}): re-train or restore it") from None
     except Exception as exc:

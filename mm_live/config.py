@@ -217,6 +217,12 @@ class HighlightConfig:
     # the hard generator, 3 seeds (docs/results.md). lookahead_dropout: on its comment features.
     comment_lookahead: bool = True
     lookahead_dropout: float = 0.2
+    # Clip route: a per-comment reaction probe (mm_live/reaction.py) whose count is added to each
+    # step's pooled comments; trained by reaction_weight x its loss, whose targets come from the CTR
+    # labels alone (the highest label in the max_comment_lag steps up to a comment). Checkpoints
+    # written before this switch existed load with it off.
+    reaction_reader: bool = True
+    reaction_weight: float = 5.0
     window_steps: int = 64  # steps per training window; scoring never gives a step more past context than this
     # The clip/segment embedding (what export-index stores) is trained by a multi-positive InfoNCE over
     # the embed_segment_steps-step segments of a batch: positives are segments of the same stream, and
@@ -233,7 +239,7 @@ class HighlightConfig:
         _divides(self.n_heads, self.d_model, f"{p}.n_heads", f"{p}.d_model")
         if self.lookback_steps is not None:
             _positive(self.lookback_steps, f"{p}.lookback_steps")
-        for name in ("alpha_bap", "beta_diff", "align_weight", "embed_weight"):
+        for name in ("alpha_bap", "beta_diff", "align_weight", "embed_weight", "reaction_weight"):
             _in_range(getattr(self, name), f"{p}.{name}", 0.0, 1e6)
         _positive(self.dtw_gamma, f"{p}.dtw_gamma")
         _positive(self.embed_temperature, f"{p}.embed_temperature")

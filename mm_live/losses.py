@@ -1,5 +1,5 @@
 """Ranking losses: pointwise BCE/MSE, border-aware pairwise (KuaiHL), first-order difference (ContentCTR),
-and the in-batch InfoNCE losses that train embeddings (symmetric: EM3's CIC; multi-positive: the
+the reaction reader's distant-supervision loss, and the in-batch InfoNCE losses that train embeddings (symmetric: EM3's CIC; multi-positive: the
 highlight segment embedding).
 
 Conventions (all functions): the model outputs ``logits [B, T]``; the score on the label's scale is
@@ -113,6 +113,23 @@ def first_order_difference_loss(
     delta = (scores[:, 1:] - scores[:, :-1]) - (labels[:, 1:] - labels[:, :-1])
     per_pair = F.smooth_l1_loss(delta, torch.zeros_like(delta), reduction="none", beta=beta)
     return _masked_mean(per_pair, pair)
+
+
+def reaction_targets(labels: torch.Tensor, lag: int) -> torch.Tensor:
+    """``[B, T]`` target of a comment posted in step t: the highest label among steps ``t - lag .. t``
+    (a chat reacts at most ``lag`` steps late; padding counts as 0). The first ``lag`` steps of a
+    window only see the steps the window holds."""
+    y = labels.clamp(min=0.0).unsqueeze(1)  # [B, 1, T]
+    # max over a causal window: max_pool1d over the left-padded sequence (no library op for this in torch)
+    return F.max_pool1d(F.pad(y, (lag, 0)), lag + 1, stride=1).squeeze(1)
+
+
+def reaction_loss(stats: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean per-comment BCE-with-logits of the reaction reader (:mod:`mm_live.reaction`) from per-step
+    statistics ``stats [B, T, 3] = (sum softplus(l), sum l, n)`` and per-step targets ``[B, T]``:
+    ``sum_k BCE(l_k, y) = sum_k softplus(l_k) - y * sum_k l_k``. 0 when no step has comments."""
+    per_step = stats[..., 0] - targets * stats[..., 1]
+    return per_step.sum() / stats[..., 2].sum().clamp(min=1.0)
 
 
 def symmetric_info_nce(a: torch.Tensor, b: torch.Tensor, groups: torch.Tensor | None = None,

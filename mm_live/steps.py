@@ -21,6 +21,7 @@ from torch import nn
 from mm_live.config import MODALITIES
 from mm_live.multimodal import MultimodalEncoder, MultimodalInputs
 from mm_live.ops import masked_mean, scatter_steps
+from mm_live.reaction import ReactionReader
 
 
 @dataclass
@@ -28,12 +29,18 @@ class StepFeatures:
     """Per-step inputs of the temporal head for S streams of (padded) length T: fused [S, T, d_f]
     (Q-Former output or projected features), text [S, T, d_t] (comments posted inside the step,
     pooled), has_text [S, T] bool, video [S, T, d_v] (what comments are aligned to: frame tokens pooled,
-    with ``scene`` the pooled audio tokens concatenated after them)."""
+    with ``scene`` the pooled audio tokens concatenated after them), reaction [S, T, 3] (the reaction
+    reader's loss statistics, :mod:`mm_live.reaction`; zeros where there is no reader)."""
 
     fused: torch.Tensor
     text: torch.Tensor
     has_text: torch.Tensor
     video: torch.Tensor
+    reaction: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.reaction is None:
+            self.reaction = self.fused.new_zeros(*self.fused.shape[:2], 3)
 
     @staticmethod
     def cat(parts: Sequence["StepFeatures"]) -> "StepFeatures":
@@ -45,13 +52,17 @@ class ClipSteps(nn.Module):
     """Clip route: the multimodal encoder on the N steps of a batch, restricted to ``modalities``
     (the others are masked out everywhere: the frames-only ablation is ``("frame",)``). ``scene``:
     the alignment side of a step is its pooled frame tokens followed by its pooled audio tokens
-    (``highlight.align_to: scene``) instead of the frame tokens alone."""
+    (``highlight.align_to: scene``) instead of the frame tokens alone. ``reaction_reader``: add the
+    reaction count of :class:`~mm_live.reaction.ReactionReader` to each step's pooled comments (only
+    when comments are among the modalities)."""
 
-    def __init__(self, encoder: MultimodalEncoder, modalities: Sequence[str] = MODALITIES, scene: bool = False):
+    def __init__(self, encoder: MultimodalEncoder, modalities: Sequence[str] = MODALITIES, scene: bool = False,
+                 reaction_reader: bool = False):
         super().__init__()
         self.encoder, self.modalities, self.scene = encoder, tuple(modalities), scene
         self.fused_dim, self.text_dim = encoder.fusion.queries.embedding_dim, encoder.comment.dim
         self.video_dim = encoder.frame.dim + (encoder.audio.dim if scene else 0)
+        self.reader = ReactionReader(self.text_dim) if reaction_reader and "comment" in self.modalities else None
 
     def forward(self, inputs: MultimodalInputs, index: torch.Tensor) -> StepFeatures:
         """inputs of N steps, index [S, T] into them (-1 = padding) -> :class:`StepFeatures`."""
@@ -67,8 +78,12 @@ class ClipSteps(nn.Module):
         text, video = masked_mean(comment.tokens, own), masked_mean(frame.tokens, frame.mask)
         if self.scene:  # a masked-out modality pools to zeros
             video = torch.cat([video, masked_mean(audio.tokens, audio.mask)], -1)
+        reaction = None
+        if self.reader is not None:
+            feature, stats = self.reader(comment.tokens, own)
+            text, reaction = text + feature, scatter_steps(stats, index)
         return StepFeatures(scatter_steps(fused, index), scatter_steps(text, index),
-                            scatter_steps(own.any(1), index) & (index >= 0), scatter_steps(video, index))
+                            scatter_steps(own.any(1), index) & (index >= 0), scatter_steps(video, index), reaction)
 
 
 class FeatureSteps(nn.Module):

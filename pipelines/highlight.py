@@ -32,7 +32,7 @@ from mm_live.config import MODALITIES, Config
 from mm_live.errors import ConfigError
 from mm_live.live_head import HighlightStepper
 from mm_live.lookahead import CommentLookahead
-from mm_live.losses import highlight_loss, supervised_info_nce
+from mm_live.losses import highlight_loss, reaction_loss, reaction_targets, supervised_info_nce
 from mm_live.metrics import auc, kendall_tau, trapezoid_ap
 from mm_live.multimodal import MultimodalEncoder, MultimodalInputs
 from mm_live.ops import hash_id, masked_mean
@@ -173,17 +173,22 @@ class HighlightModel(nn.Module):
         return total, parts
 
     def training_step(self, batch: HighlightBatch) -> StepOutput:
-        out, h = self(batch), self.cfg.highlight
+        h = self.cfg.highlight
+        f = self.step_features(batch)
+        out = self.forward_steps(f, batch.lengths, batch.streamer)
         align = None
         if self.use_alignment and h.align_weight > 0:
             align = alignment_loss(out.text, out.video, batch.lengths.cpu(), h.n_negatives, h.dtw_gamma)
         loss = highlight_loss(out.logits, batch.labels, alpha=h.alpha_bap, beta=h.beta_diff, pointwise=h.pointwise,
                               align_loss=align, align_weight=h.align_weight)
-        parts = {k: v for k, v in loss.as_dict().items() if k != "total"}
+        total, parts = loss.total, {k: v for k, v in loss.as_dict().items() if k != "total"}
+        if getattr(self.steps, "reader", None) is not None:
+            reaction = reaction_loss(f.reaction, reaction_targets(batch.labels, self.cfg.media.max_comment_lag))
+            total, parts["reaction"] = total + h.reaction_weight * reaction, float(reaction.detach())
         if h.embed_weight > 0 or self.quantizer is not None:
             emb, emb_parts = self.embedding_loss(out.hidden, batch)
-            return StepOutput(loss.total + emb, parts | emb_parts)
-        return StepOutput(loss.total, parts)
+            return StepOutput(total + emb, parts | emb_parts)
+        return StepOutput(total, parts)
 
 
 def segment_spans(lengths: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,7 +210,8 @@ def build_model(cfg: Config) -> HighlightModel:
     t = cfg.task
     if t.route == "clips":
         return HighlightModel(cfg, ClipSteps(MultimodalEncoder.from_config(cfg), t.modalities,
-                                             scene=cfg.highlight.align_to == "scene"))
+                                             scene=cfg.highlight.align_to == "scene",
+                                             reaction_reader=cfg.highlight.reaction_reader))
     return HighlightModel(cfg, FeatureSteps(t.feature_dims[0], t.feature_dims[1], cfg.fusion.d))
 
 

@@ -8,7 +8,10 @@ a dull scene, a spam flood); reactions lag 1-8 s; comment text is realistic (dat
 Rows, in one table (each model row is the default model with one thing changed):
   full          the default model: pointwise + border-aware pairwise + first-order terms, soft-DTW
                 alignment and re-alignment, the comment look-ahead (highlight.comment_lookahead: score t
-                attends to the comments of steps t .. t + max_comment_lag, mm_live/lookahead.py)
+                attends to the comments of steps t .. t + max_comment_lag, mm_live/lookahead.py), the
+                reaction reader and its loss
+  no_reader     without the reaction reader (highlight.reaction_reader: the per-comment reaction probe
+                whose count joins each step's pooled comments, mm_live/reaction.py)
   no_lookahead  without the comment look-ahead
   no_align      without the alignment loss and the comment re-alignment
   pointwise     pointwise loss only (no border-aware pairwise, no first-order term)
@@ -69,6 +72,7 @@ RISING = tuple(k for k, v in HARD_TYPES.items() if v.rises)
 DISTRACTORS = tuple(k for k, v in HARD_TYPES.items() if not v.rises)
 VARIANTS = {
     "full": dict(),
+    "no_reader": dict(overrides={"highlight.reaction_reader": False}),
     "no_lookahead": dict(overrides={"highlight.comment_lookahead": False}),
     "no_align": dict(alignment=False),
     "pointwise": dict(overrides={"highlight.alpha_bap": 0.0, "highlight.beta_diff": 0.0}),

@@ -123,6 +123,8 @@ def test_train_writes_run_and_score_writes_outputs(run_dir, synth, tmp_path, cap
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [r["eval"] for r in rows if "eval" in r]
     assert evals and {"auc", "kendall_tau", "top5_map"} <= set(evals[-1])
+    reader = [r["train/reaction"] for r in rows if "train/reaction" in r]  # the reaction reader's loss (on by default)
+    assert reader and all(v > 0 for v in reader)
     out = tmp_path / "scored"
     code = main(["score", str(synth / "streams" / "s0000.mp4"), "--comments", str(synth / "streams" / "s0000.comments.jsonl"),
                  "--checkpoint", str(run_dir), "--out", str(out), "--top-k", "2"])
