@@ -219,8 +219,10 @@ class HighlightConfig:
     lookahead_dropout: float = 0.2
     # Clip route: a per-comment reaction probe (mm_live/reaction.py) whose count is added to each
     # step's pooled comments; trained by reaction_weight x its loss, whose targets come from the CTR
-    # labels alone (the highest label in the max_comment_lag steps up to a comment). Checkpoints
-    # written before this switch existed load with it off.
+    # labels alone (the highest label in the max_comment_lag steps up to a comment). It earns its
+    # place with LoRA-adapted encoders (the default); with frozen backbones it did not hold up on
+    # more data, so turn it off there (docs/results.md). Checkpoints written before this switch
+    # existed load with it off.
     reaction_reader: bool = True
     reaction_weight: float = 5.0
     window_steps: int = 64  # steps per training window; scoring never gives a step more past context than this
