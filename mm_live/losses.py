@@ -120,7 +120,7 @@ def reaction_targets(labels: torch.Tensor, lag: int) -> torch.Tensor:
     (a chat reacts at most ``lag`` steps late; padding counts as 0). The first ``lag`` steps of a
     window only see the steps the window holds."""
     y = labels.clamp(min=0.0).unsqueeze(1)  # [B, 1, T]
-    # max over a causal window: max_pool1d over the left-padded sequence (no library op for this in torch)
+    # max over the causal window t - lag .. t: max_pool1d over the sequence left-padded with lag zeros
     return F.max_pool1d(F.pad(y, (lag, 0)), lag + 1, stride=1).squeeze(1)
 
 

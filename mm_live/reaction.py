@@ -38,7 +38,8 @@ class ReactionReader(nn.Module):
         """tokens [N, K, dim] comment embeddings, own [N, K] bool (the comment was posted in this step)
         -> (feature [N, dim] to add to the step's pooled comments, zero for a step without comments;
         stats [N, 3] = (sum softplus(l), sum l, n) over the step's comments, for the loss)."""
-        logits = self.probe(tokens).squeeze(-1).masked_fill(~own, 0.0)  # [N, K]
+        # only the step's own comments: a bag also holds up to lookback steps of older ones
+        logits = tokens.new_zeros(own.shape).index_put((own,), self.probe(tokens[own]).squeeze(-1))  # [N, K]
         m = own.to(logits.dtype)
         n = m.sum(1)
         reacting = (torch.sigmoid(logits.detach()) * m).sum(1)

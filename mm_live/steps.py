@@ -89,6 +89,8 @@ class ClipSteps(nn.Module):
 class FeatureSteps(nn.Module):
     """Feature route: precomputed per-step video (and optional text) features -> :class:`StepFeatures`."""
 
+    reader = None  # no per-comment tokens on this route, so no reaction reader
+
     def __init__(self, video_dim: int, text_dim: int, d: int):
         super().__init__()
         self.video_dim, self.text_dim, self.fused_dim = video_dim, max(text_dim, 1), d

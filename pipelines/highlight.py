@@ -182,7 +182,7 @@ class HighlightModel(nn.Module):
         loss = highlight_loss(out.logits, batch.labels, alpha=h.alpha_bap, beta=h.beta_diff, pointwise=h.pointwise,
                               align_loss=align, align_weight=h.align_weight)
         total, parts = loss.total, {k: v for k, v in loss.as_dict().items() if k != "total"}
-        if getattr(self.steps, "reader", None) is not None:
+        if self.steps.reader is not None:
             reaction = reaction_loss(f.reaction, reaction_targets(batch.labels, self.cfg.media.max_comment_lag))
             total, parts["reaction"] = total + h.reaction_weight * reaction, float(reaction.detach())
         if h.embed_weight > 0 or self.quantizer is not None:
