@@ -32,9 +32,6 @@ class ReactionReader(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         self.probe = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 1))
-        # Only the reader's loss reaches the probe, and with its weight that gradient is larger than the
-        # rest of the model's: clipped together, it would shrink every other update (mm_live.training.clip_groups).
-        self.probe.clip_alone = True
         self.proj = nn.Linear(2, dim)  # (log1p reacting, log1p comments) -> comment space
 
     def forward(self, tokens: torch.Tensor, own: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

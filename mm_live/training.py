@@ -187,29 +187,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def clip_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """Trainable parameters by gradient-clipping group: every submodule that sets ``clip_alone = True``
-    is a group of its own, named by its path (``grad_norm/<path>`` in the log); the rest is ``grad_norm``.
-
-    A part trained by a loss of its own (the reaction reader's probe) would otherwise set the scale of
-    every other part's update: under one global norm its gradient, when it is the larger, shrinks the
-    step of everything else."""
-    alone = {name: m for name, m in model.named_modules() if name and getattr(m, "clip_alone", False)}
-    own = {id(p) for m in alone.values() for p in m.parameters()}
-    groups = {"grad_norm": [p for p in model.parameters() if p.requires_grad and id(p) not in own]}
-    for name, m in alone.items():
-        groups[f"grad_norm/{name}"] = [p for p in m.parameters() if p.requires_grad]
-    return {k: v for k, v in groups.items() if v}
-
-
-def clip_gradients(groups: dict[str, list[nn.Parameter]], max_norm: float) -> dict[str, float]:
-    """Clip each group's gradient to ``max_norm`` on its own (no clipping when ``max_norm`` is 0)
-    -> each group's norm before clipping (0.0 when not clipped)."""
-    if max_norm <= 0:
-        return {k: 0.0 for k in groups}
-    return {k: float(torch.nn.utils.clip_grad_norm_(ps, max_norm)) for k, ps in groups.items()}
-
-
 @dataclass
 class TrainResult:
     out_dir: Path
@@ -295,7 +272,6 @@ class Trainer:
         if not any(p.requires_grad for p in model.parameters()):
             raise CheckpointError("the model has no trainable parameters: enable LoRA or unfreeze a part")
         self.optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr)
-        self.groups = clip_groups(model)
         warmup = warmup_steps(tc, self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: warmup_cosine(s, warmup=warmup, total=self.total_steps)
@@ -379,12 +355,13 @@ class Trainer:
                     accum_parts = distributed.mean(accum_parts)
                     count = accum_parts.pop(_COUNT)
                     accum_parts = {k: v / count for k, v in accum_parts.items()}
-                    norms = clip_gradients(self.groups, tc.grad_clip)
+                    grad_norm = (float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip))
+                                 if tc.grad_clip > 0 else 0.0)
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
                     self.scheduler.step()
                     step += 1
-                    self._log({"step": step, "epoch": epoch, "lr": self.scheduler.get_last_lr()[0], **norms,
+                    self._log({"step": step, "epoch": epoch, "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                                **{f"train/{k}": v for k, v in accum_parts.items()}, "time": time.perf_counter() - t0})
                     bar.update(1)
                     bar.set_postfix(loss=f"{accum_parts.get('loss', 0.0):.4f}")

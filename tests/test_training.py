@@ -7,7 +7,7 @@ from torch import nn
 from mm_live.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from mm_live.config import Config
 from mm_live.errors import CheckpointError
-from mm_live.training import ShuffledBatches, StepOutput, Trainer, clip_gradients, clip_groups, warmup_cosine
+from mm_live.training import ShuffledBatches, StepOutput, Trainer, warmup_cosine
 
 
 class Toy(nn.Module):
@@ -89,23 +89,6 @@ def test_resume_with_other_config_is_refused(tmp_path):
     _, tr2 = _trainer(tmp_path / "run", cfg=_cfg(lr=0.01))
     with pytest.raises(CheckpointError, match=r"other settings \(train.lr\)"):
         tr2.fit(resume=True)
-
-
-def test_a_part_that_clips_alone_does_not_shrink_the_rest():
-    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
-    model[1].clip_alone = True
-    groups = clip_groups(model)
-    assert list(groups) == ["grad_norm", "grad_norm/1"]
-    assert [len(v) for v in groups.values()] == [2, 2]
-    for p in model[0].parameters():
-        p.grad = torch.full_like(p, 0.1)  # 6 entries: norm 0.245, under the limit
-    for p in model[1].parameters():
-        p.grad = torch.full_like(p, 10.0)  # 3 entries: norm 17.3, over it
-    norms = clip_gradients(groups, 1.0)
-    assert norms == pytest.approx({"grad_norm": 0.06 ** 0.5, "grad_norm/1": 300 ** 0.5})
-    assert all(torch.equal(p.grad, torch.full_like(p, 0.1)) for p in model[0].parameters())  # untouched
-    assert torch.cat([p.grad.flatten() for p in model[1].parameters()]).norm().item() == pytest.approx(1.0, rel=1e-5)
-    assert clip_gradients(groups, 0.0) == {"grad_norm": 0.0, "grad_norm/1": 0.0}  # 0 turns clipping off
 
 
 def test_warmup_cosine():
