@@ -220,9 +220,9 @@ class HighlightConfig:
     # Clip route: a per-comment reaction probe (mm_live/reaction.py) whose count is added to each
     # step's pooled comments; trained by reaction_weight x its loss, whose targets come from the CTR
     # labels alone (the highest label in the max_comment_lag steps up to a comment). It earns its
-    # place with LoRA-adapted encoders (the default); with frozen backbones it did not hold up on
-    # more data, so turn it off there (docs/results.md). Checkpoints written before this switch
-    # existed load with it off.
+    # place on small data (18 training streams in the ablation) and costs on more (30), on both
+    # routes: turn it off for 30+ training streams or frozen backbones (docs/results.md).
+    # Checkpoints written before this switch existed load with it off.
     reaction_reader: bool = True
     reaction_weight: float = 5.0
     window_steps: int = 64  # steps per training window; scoring never gives a step more past context than this
