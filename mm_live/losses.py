@@ -1,6 +1,6 @@
 """Ranking losses: pointwise BCE/MSE, border-aware pairwise (KuaiHL), first-order difference (ContentCTR),
-the reaction reader's distant-supervision loss, and the in-batch InfoNCE losses that train embeddings (symmetric: EM3's CIC; multi-positive: the
-highlight segment embedding).
+the reaction reader's distant-supervision loss, and the in-batch InfoNCE losses that train embeddings
+(symmetric: EM3's CIC; multi-positive: the highlight segment embedding).
 
 Conventions (all functions): the model outputs ``logits [B, T]``; the score on the label's scale is
 ``s = sigmoid(logits)`` (a CTR/LVTR in (0, 1), like the label). Labels ``y [B, T]`` lie in [0, 1] and
