@@ -118,7 +118,7 @@ def event_masks(events: Sequence[Mapping], n_steps: int, step_seconds: float) ->
 
 def event_metrics(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], positives: Sequence[np.ndarray],
                   masks: Sequence[Mapping[str, np.ndarray]], rising: Sequence[str], others: Sequence[str],
-                  tail_steps: int = 0, split_negatives: Sequence[str] = ()) -> dict[str, dict[str, float]]:
+                  tail_steps: int = 0, split_negatives: Sequence[str] = (), lead_steps: int = 0) -> dict[str, dict[str, float]]:
     """Per event type. A highlight type X: :func:`highlight_metrics` with X's steps as positives and the
     other highlight types' steps left out (X against background and distractors). A distractor type D:
     ``auc`` of all highlight steps against D's steps only (1.0 = D never outranks a highlight). A
@@ -131,7 +131,11 @@ def event_metrics(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], po
 
     ``split_negatives`` (distractor types) also splits each highlight type's negatives: ``auc_vs_<D>``
     against the steps of distractor D only, ``auc_vs_background`` against the negatives in none of
-    them — whether a scorer loses to plain background or to the look-alikes."""
+    them — whether a scorer loses to plain background or to the look-alikes.
+
+    ``lead_steps`` > 0 adds ``auc_vs_lead`` to each highlight type: against those of its negatives that
+    are in no event and lie within ``lead_steps`` steps before the first step of an event (any type) —
+    whether a scorer that reads ahead (the comment look-ahead) rises before the event does."""
     out: dict[str, dict[str, float]] = {}
     n = [len(s) for s in scores]
     tails = [_after(q, tail_steps) & ~q for q in positives]
@@ -155,6 +159,9 @@ def event_metrics(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], po
         if split_negatives:
             out[x]["auc_vs_background"] = _auc(pos, np.concatenate([s[k & ~a & ~la] for s, k, a, la in
                                                                     zip(scores, keep, mx, lookalike)]))
+        if lead_steps:
+            lead = [_before(_onsets(m, k), lead_steps) & ~_any(m, k) for m, k in zip(masks, n)]
+            out[x]["auc_vs_lead"] = _auc(pos, np.concatenate([s[k & ~a & b] for s, k, a, b in zip(scores, keep, mx, lead)]))
     for d in others:
         md = [m.get(d, np.zeros(k, bool)) for m, k in zip(masks, n)]
         pos = np.concatenate([s[q] for s, q in zip(scores, positives)])
@@ -166,6 +173,27 @@ def event_metrics(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], po
 def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
     """AUC of positive scores ``pos`` against negative scores ``neg`` (NaN when either is empty)."""
     return auc(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg]) if len(pos) and len(neg) else float("nan")
+
+
+def _any(masks: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+    """{type: [T] bool} -> [T] bool: the steps of any event."""
+    out = np.zeros(n, bool)
+    for m in masks.values():
+        out |= m[:n]
+    return out
+
+
+def _onsets(masks: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+    """{type: [T] bool} -> [T] bool: the first step of each event (of each run of one type's steps)."""
+    out = np.zeros(n, bool)
+    for m in masks.values():
+        out |= m[:n] & ~np.r_[False, m[: n - 1]]
+    return out
+
+
+def _before(mask: np.ndarray, k: int) -> np.ndarray:
+    """[T] bool -> True on the ``k`` steps before each True step."""
+    return _after(mask[::-1], k)[::-1]
 
 
 def _after(mask: np.ndarray, k: int) -> np.ndarray:

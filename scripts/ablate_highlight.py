@@ -27,7 +27,9 @@ pooled), Kendall τ vs the CTR labels (mean per stream), top-5 mAP; the same per
 highlight type against background + distractors, the other highlight types left out; a distractor
 type: AUC of all highlight steps against its steps), and the highlight types once more without the
 TAIL_STEPS steps after each highlight, where the CTR label decays (a score that follows the label
-there is ranking a labelled reaction, not background). Model and baselines go through the same
+there is ranking a labelled reaction, not background), with their negatives split into plain
+background, the LEAD_STEPS background steps before an event starts (where reading comments ahead
+can rise too early) and each distractor. Model and baselines go through the same
 :func:`mm_live.baselines.highlight_metrics` (checked equal to the pipeline's ``evaluate``).
 
 Routes: ``frozen`` — backbones frozen, tokens cached, each run trains the Fusion-Q-Former,
@@ -115,6 +117,7 @@ def annotated_streams(manifest: Path, train: bool = False) -> list[dict]:
 
 
 TAIL_STEPS = 8  # the generator's longest reaction lag: the CTR label decays over about this many steps after an event
+LEAD_STEPS = 4  # background this close before an event is where a score that reads comments ahead rises too early
 
 
 def measure(scores: list[np.ndarray], streams: list[dict]) -> dict:
@@ -125,7 +128,8 @@ def measure(scores: list[np.ndarray], streams: list[dict]) -> dict:
     q = [h["positives"][:k] for h, k in zip(streams, n)]
     m = [{t: v[:k] for t, v in h["masks"].items()} for h, k in zip(streams, n)]
     return {**highlight_metrics(s, y, q), "per_type": event_metrics(s, y, q, m, RISING, DISTRACTORS),
-            "per_type_no_tails": event_metrics(s, y, q, m, RISING, (), tail_steps=TAIL_STEPS, split_negatives=DISTRACTORS)}
+            "per_type_no_tails": event_metrics(s, y, q, m, RISING, (), tail_steps=TAIL_STEPS, split_negatives=DISTRACTORS,
+                                               lead_steps=LEAD_STEPS)}
 
 
 ORACLE = "labels_as_scores"
@@ -300,8 +304,10 @@ def table(report: dict) -> str:
                 if all("auc_first_step" in pt.get(t, {}) for t in RISING):
                     lines.append(f"| {name} | " + " | ".join(f"{_cell(pt[t]['auc_first_step'])} | {_cell(pt[t]['auc_later_steps'])}"
                                                               for t in RISING) + " |")
-            split = ("background",) + DISTRACTORS
-            lines += ["", "The same negatives split: plain background, and each distractor's steps:", "",
+            lead = ("lead",) if "auc_vs_lead" in full["per_type_no_tails"][RISING[0]] else ()
+            split = ("background",) + lead + DISTRACTORS
+            lines += ["", "The same negatives split: plain background" + (f" (and, within it, the {LEAD_STEPS} steps before an "
+                      "event starts: lead)" if lead else "") + ", and each distractor's steps:", "",
                       "| variant | " + " | ".join(f"{t} vs {n}" for t in RISING for n in split) + " |",
                       "|---|" + "---|" * (len(RISING) * len(split))]
             for name, r in res.items():
