@@ -147,11 +147,15 @@ def run_model(name: str, spec: dict, route: str, seed: int, data: Path, streams:
     cfg = cfg.replace(**{"train.seed": seed, **spec.get("overrides", {})})
     out = work / f"run-{route}-{name}-{seed}"
     t0 = time.perf_counter()
-    train(data / "manifest.jsonl", out, config=cfg, progress=False, modalities=spec.get("modalities"),
-          alignment=spec.get("alignment"))
+    reused = args.reuse and (out / "last").is_dir()
+    if not reused:
+        train(data / "manifest.jsonl", out, config=cfg, progress=False, modalities=spec.get("modalities"),
+              alignment=spec.get("alignment"))
     train_s = time.perf_counter() - t0
     # the LAST checkpoint: picking "best" on the held-out streams would tune on the test set
     model = load_model(out / "last")
+    if reused:
+        _check_reused(out, model.cfg, cfg, spec)
     fit, held = window_datasets(data / "manifest.jsonl", model.cfg, model.steps.encoder, progress=False)
     device = next(model.parameters()).device
     m = measure(_scores(predict_streams(model, held, device), streams), streams)
@@ -162,9 +166,32 @@ def run_model(name: str, spec: dict, route: str, seed: int, data: Path, streams:
         ref = evaluate(model, held, device)
         for k in METRICS:
             assert math.isclose(ref[k], m[k], rel_tol=1e-9, abs_tol=1e-12) or (math.isnan(ref[k]) and math.isnan(m[k])), (k, ref, m)
-    m["train_seconds"] = train_s
+    m["train_seconds"] = None if reused else train_s
+    if reused:
+        m["reused"] = str(out / "last")
     m["seconds"] = time.perf_counter() - t0
     return m
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return out
+
+
+def _check_reused(run: Path, saved: Config, cfg: Config, spec: dict) -> None:
+    """--reuse: the checkpoint in ``run`` must hold the model this row would train (its token cache may
+    live elsewhere); anything else would put another model's figures in the row."""
+    want = cfg.replace(**{k: v for k, v in {"highlight.alignment": spec.get("alignment"),
+                                              "task.modalities": list(spec["modalities"]) if spec.get("modalities") else None}.items()
+                          if v is not None})
+    a, b = _flat(want.to_dict()), _flat(saved.to_dict())
+    diff = sorted(k for k in set(a) | set(b) if k != "encoders.cache_dir" and a.get(k) != b.get(k))
+    if diff:
+        print(f"error: --reuse: {run}/last was trained with another config ({', '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}); "
+              "move it away or drop --reuse to train this row", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def _scores(preds, streams: list[dict]) -> list[np.ndarray]:
@@ -381,6 +408,9 @@ def main() -> None:
     p.add_argument("--progress", action="store_true")
     p.add_argument("--train-fit", action="store_true", help="also score each model on its own training streams")
     p.add_argument("--workdir", help="reuse synthetic data and token caches here (default: a temp dir)")
+    p.add_argument("--reuse", action="store_true",
+                   help="measure a run directory already in --workdir (run-ROUTE-VARIANT-SEED/last) instead of training "
+                        "it again, when its config is the one the row would train (e.g. to add a new metric)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "ablate_highlight.json")
     p.add_argument("--plot", type=Path, default=REPO / "docs" / "ablation.png")
     args = p.parse_args()
