@@ -134,8 +134,9 @@ def event_metrics(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], po
     them — whether a scorer loses to plain background or to the look-alikes.
 
     ``lead_steps`` > 0 adds ``auc_vs_lead`` to each highlight type: against those of its negatives that
-    are in no event and lie within ``lead_steps`` steps before the first step of an event (any type) —
-    whether a scorer that reads ahead (the comment look-ahead) rises before the event does."""
+    are in no event and lie within ``lead_steps`` steps before the first step of a highlight (any
+    highlight type), where its reaction burst is already ahead — whether a scorer that reads the
+    comments ahead (the comment look-ahead) rises before the highlight does."""
     out: dict[str, dict[str, float]] = {}
     n = [len(s) for s in scores]
     tails = [_after(q, tail_steps) & ~q for q in positives]
@@ -160,7 +161,7 @@ def event_metrics(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], po
             out[x]["auc_vs_background"] = _auc(pos, np.concatenate([s[k & ~a & ~la] for s, k, a, la in
                                                                     zip(scores, keep, mx, lookalike)]))
         if lead_steps:
-            lead = [_before(_onsets(m, k), lead_steps) & ~_any(m, k) for m, k in zip(masks, n)]
+            lead = [_before(_onsets({t: m[t] for t in rising if t in m}, k), lead_steps) & ~_any(m, k) for m, k in zip(masks, n)]
             out[x]["auc_vs_lead"] = _auc(pos, np.concatenate([s[k & ~a & b] for s, k, a, b in zip(scores, keep, mx, lead)]))
     for d in others:
         md = [m.get(d, np.zeros(k, bool)) for m, k in zip(masks, n)]

@@ -28,7 +28,7 @@ highlight type against background + distractors, the other highlight types left 
 type: AUC of all highlight steps against its steps), and the highlight types once more without the
 TAIL_STEPS steps after each highlight, where the CTR label decays (a score that follows the label
 there is ranking a labelled reaction, not background), with their negatives split into plain
-background, the LEAD_STEPS background steps before an event starts (where reading comments ahead
+background, the LEAD_STEPS background steps before a highlight starts (where reading comments ahead
 can rise too early) and each distractor. Model and baselines go through the same
 :func:`mm_live.baselines.highlight_metrics` (checked equal to the pipeline's ``evaluate``).
 
@@ -117,7 +117,7 @@ def annotated_streams(manifest: Path, train: bool = False) -> list[dict]:
 
 
 TAIL_STEPS = 8  # the generator's longest reaction lag: the CTR label decays over about this many steps after an event
-LEAD_STEPS = 4  # background this close before an event is where a score that reads comments ahead rises too early
+LEAD_STEPS = 4  # background this close before a highlight already has its reaction burst ahead: a score that reads comments ahead can rise here
 
 
 def measure(scores: list[np.ndarray], streams: list[dict]) -> dict:
@@ -333,8 +333,8 @@ def table(report: dict) -> str:
                                                               for t in RISING) + " |")
             lead = ("lead",) if "auc_vs_lead" in full["per_type_no_tails"][RISING[0]] else ()
             split = ("background",) + lead + DISTRACTORS
-            lines += ["", "The same negatives split: plain background" + (f" (and, within it, the {LEAD_STEPS} steps before an "
-                      "event starts: lead)" if lead else "") + ", and each distractor's steps:", "",
+            lines += ["", "The same negatives split: plain background" + (f" (and, within it, the {LEAD_STEPS} steps before a "
+                      "highlight starts: lead)" if lead else "") + ", and each distractor's steps:", "",
                       "| variant | " + " | ".join(f"{t} vs {n}" for t in RISING for n in split) + " |",
                       "|---|" + "---|" * (len(RISING) * len(split))]
             for name, r in res.items():

@@ -118,18 +118,18 @@ def test_event_metrics_split_highlight_types_and_distractors():
     assert "auc_vs_background" not in out["chat_only"]
 
 
-def test_event_metrics_lead_steps_are_the_background_just_before_an_event():
-    """lead_steps = 1: the step before each event's first step, when it is in no event (step 2 before
-    the spam step 3, step 4 before av_chat at 5; step -1 before chat_only does not exist)."""
+def test_event_metrics_lead_steps_are_the_background_just_before_a_highlight():
+    """lead_steps = 1: the step before each highlight's first step, when it is in no event: step 4
+    before av_chat at 5 (step 2, before the spam step, and step -1, before chat_only, are not)."""
     events = [{"type": "chat_only", "start": 0.0, "end": 2.0}, {"type": "spam_burst", "start": 3.0, "end": 4.0},
               {"type": "av_chat", "start": 5.0, "end": 6.0}]
     masks = bl.event_masks(events, 8, 1.0)
     pos = masks["chat_only"] | masks["av_chat"]
-    s = np.array([0.9, 0.8, 0.85, 0.0, 0.1, 0.3, 0.1, 0.0])  # step 2 rises before the spam step
+    s = np.array([0.9, 0.8, 0.95, 0.0, 0.85, 0.3, 0.1, 0.0])  # step 4 rises before av_chat
     y = np.where(pos, 0.8, 0.1)
     out = bl.event_metrics([s], [y], [pos], [masks], ("chat_only", "av_chat"), (), lead_steps=1)
-    assert out["chat_only"]["auc_vs_lead"] == pytest.approx(3 / 4)  # 0.9, 0.8 vs 0.85, 0.1
-    assert out["av_chat"]["auc_vs_lead"] == pytest.approx(1 / 2)  # 0.3 vs 0.85, 0.1
+    assert out["chat_only"]["auc_vs_lead"] == pytest.approx(1 / 2)  # 0.9, 0.8 vs 0.85
+    assert out["av_chat"]["auc_vs_lead"] == 0.0  # 0.3 vs 0.85
     np.testing.assert_array_equal(bl._before(np.array([0, 0, 1, 0, 1], bool), 2), [1, 1, 1, 1, 0])
 
 
