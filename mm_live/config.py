@@ -217,10 +217,6 @@ class HighlightConfig:
     # the hard generator, 3 seeds (docs/results.md). lookahead_dropout: on its comment features.
     comment_lookahead: bool = True
     lookahead_dropout: float = 0.2
-    # Score t also attends to the step features (frames, audio) of steps t .. t + max_comment_lag, with
-    # the same box: a reaction burst in the comment look-ahead can then be put on the sound or sight
-    # that begins a few steps later instead of on the dull steps before it. No extra delay.
-    scene_lookahead: bool = False
     # Clip route: a per-comment reaction probe (mm_live/reaction.py) whose count is added to each
     # step's pooled comments; trained by reaction_weight x its loss, whose targets come from the CTR
     # labels alone (the highest label in the max_comment_lag steps up to a comment). It earns its

@@ -10,8 +10,7 @@ returns the logits of the steps that became final, in order. It computes what on
   ``max_comment_lag`` delay causality requires (none with both re-alignment and look-ahead off);
 * the comment look-ahead (``highlight.comment_lookahead``): step ``t`` reads the comments of steps
   ``t .. t + w``, so it too is final ``w`` steps late; steps past the end of the stream count as
-  comment-free, as in one pass over the whole stream; the scene look-ahead
-  (``highlight.scene_lookahead``) reads those steps' features the same way;
+  comment-free, as in one pass over the whole stream;
 * the temporal transformer: step ``t`` sees the input steps ``stream_start(t) .. t`` that
   :meth:`~mm_live.temporal.CausalTemporalTransformer.stream` gives it (a ring of at most
   ``window_steps`` inputs is kept).
@@ -38,8 +37,7 @@ class HighlightStepper:
         self.model = model
         self.realign = bool(model.use_alignment and h.realign)
         self.lookahead = model.lookahead
-        ahead = self.lookahead is not None or model.scene_lookahead is not None
-        self.lag = int(model.cfg.media.max_comment_lag) if self.realign or ahead else 0
+        self.lag = int(model.cfg.media.max_comment_lag) if self.realign or self.lookahead is not None else 0
         w = h.window_steps
         self.window, self.context = max(1, w // 2), w - max(1, w // 2)
         self.streamer = streamer  # [1] hashed id
@@ -109,15 +107,13 @@ class HighlightStepper:
         z_in = p["sum"] / count.clamp(min=1).to(p["sum"].dtype)
         mask = (count > 0).to(p["z"].dtype)
         step = p["fused"]
-        ahead = [p] + self.pending[: self.lag]  # steps t .. t + lag (fewer at the end of the stream)
-        extra = torch.zeros_like(step)
-        if self.lookahead is not None:  # their comments
-            text, has = self._window([a["text"] for a in ahead], [a["has"] for a in ahead])
-            extra = extra + self.lookahead.attend(step, text, has)
-        if m.scene_lookahead is not None:  # their step features
-            scene, valid = self._window([a["fused"] for a in ahead], [torch.ones((), dtype=torch.bool) for _ in ahead])
-            extra = extra + m.scene_lookahead.attend(step, scene, valid)
-        step = step + extra
+        if self.lookahead is not None:  # the comments of steps t .. t + lag: p and the next pending ones
+            ahead = [p] + self.pending[: self.lag]
+            text = p["text"].new_zeros(self.lag + 1, p["text"].shape[0])
+            has = torch.zeros(self.lag + 1, dtype=torch.bool, device=text.device)
+            text[: len(ahead)] = torch.stack([a["text"] for a in ahead])
+            has[: len(ahead)] = torch.stack([a["has"] for a in ahead])
+            step = step + self.lookahead.attend(step, text, has)
         self.x.append(torch.cat([step, z_in, mask[None]]))
         start = m.temporal.stream_start(t, self.window, self.context)
         drop = start - self.x_start
@@ -127,13 +123,6 @@ class HighlightStepper:
         hidden = m.temporal(torch.stack(self.x)[None])[0, -1]
         self.next_out += 1
         return t, float(m.head(hidden)[0])
-
-    def _window(self, rows: list[torch.Tensor], present: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Up to lag + 1 rows [d] and their flags -> window [lag + 1, d], mask [lag + 1] (missing rows: masked)."""
-        x = rows[0].new_zeros(self.lag + 1, rows[0].shape[0])
-        mask = torch.zeros(self.lag + 1, dtype=torch.bool, device=x.device)
-        x[: len(rows)], mask[: len(rows)] = torch.stack(rows), torch.stack(present).to(x.device)
-        return x, mask
 
     def state_dict(self) -> dict:
         return {"next_in": self.next_in, "next_out": self.next_out, "x_start": self.x_start,

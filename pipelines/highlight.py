@@ -94,8 +94,6 @@ class HighlightModel(nn.Module):
         # bounded look-ahead over the as-posted comments of steps t .. t + max_comment_lag (None: off)
         self.lookahead = (CommentLookahead(d, steps.text_dim, D_ALIGN, cfg.media.max_comment_lag, h.lookahead_dropout)
                           if h.comment_lookahead else None)
-        # the same box over the step features of steps t .. t + max_comment_lag (None: off)
-        self.scene_lookahead = (CommentLookahead(d, d, D_ALIGN, cfg.media.max_comment_lag) if h.scene_lookahead else None)
         self.temporal = CausalTemporalTransformer(d + D_ALIGN + 1, h.d_model, h.n_layers, h.n_heads, h.lookback_steps,
                                                   dropout=cfg.fusion.dropout)
         self.head = nn.Linear(h.d_model, 1)
@@ -117,8 +115,7 @@ class HighlightModel(nn.Module):
         One stream in eval mode (scoring, evaluation) streams through the temporal model in chunks
         whose steps see at most ``highlight.window_steps`` of past, as in training windows. With
         ``highlight.comment_lookahead`` the step features [S, T, d] also get the look-ahead's reading
-        of the comments of steps t .. t + max_comment_lag (the as-posted ones, whatever re-alignment does),
-        and with ``highlight.scene_lookahead`` their reading of those steps' own features."""
+        of the comments of steps t .. t + max_comment_lag (the as-posted ones, whatever re-alignment does)."""
         z, v = self.text_proj(f.text), self.video_proj(f.video)  # [S, T, D_ALIGN]
         if self.use_alignment and self.cfg.highlight.realign:
             z_in, m = torch.zeros_like(z), torch.zeros_like(f.has_text)
@@ -128,13 +125,8 @@ class HighlightModel(nn.Module):
         else:
             z_in, m = z * f.has_text.unsqueeze(-1).to(z.dtype), f.has_text
         step = f.fused + self.streamer(streamer).unsqueeze(1)  # [S, T, d]
-        ahead = torch.zeros_like(step)
         if self.lookahead is not None:
-            ahead = ahead + self.lookahead(step, f.text, f.has_text)
-        if self.scene_lookahead is not None:
-            valid = torch.arange(step.shape[1], device=step.device)[None] < lengths.to(step.device)[:, None]
-            ahead = ahead + self.scene_lookahead(step, step, valid)
-        step = step + ahead
+            step = step + self.lookahead(step, f.text, f.has_text)
         x = torch.cat([step, z_in, m.unsqueeze(-1).to(z.dtype)], -1)
         if x.shape[0] == 1 and not self.training:
             w = self.cfg.highlight.window_steps

@@ -18,9 +18,6 @@ Rows, in one table (each model row is the default model with one thing changed):
   frames_only   the model sees frames only
   frames_audio  the model sees frames and audio (no comments)
   level_token   with the audio level token (encoders.audio.level_token, off by default; encoders/audio.py)
-  scene_lookahead  with the scene look-ahead (highlight.scene_lookahead, off by default): score t also
-                reads the step features of steps t .. t + max_comment_lag, so a reaction ahead can be
-                put on the sound or sight that starts later rather than on the steps before it
   align_scene   comments aligned to the step's frames and audio (highlight.align_to: scene) instead of frames
   comment_density / audio_rms / visual_change / random   the baselines of mm_live/baselines.py
   labels_as_scores   the held-out CTR labels scored as predictions: what a perfect CTR model would get
@@ -84,7 +81,6 @@ VARIANTS = {
     "frames_only": dict(modalities=("frame",)),
     "frames_audio": dict(modalities=("frame", "audio")),
     "level_token": dict(overrides={"encoders.audio.level_token": True}),
-    "scene_lookahead": dict(overrides={"highlight.scene_lookahead": True}),
     "align_scene": dict(overrides={"highlight.align_to": "scene"}),
 }
 # Diagnostics, not in the default table: keep the soft-DTW alignment loss but feed the as-posted

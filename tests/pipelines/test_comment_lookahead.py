@@ -15,17 +15,14 @@ from tiny_config import TINY
 LAG = 3
 
 
-def _model(realign: bool, scene: bool = False, comments: bool = True):
+def _model(realign: bool):
     torch.manual_seed(0)
     cfg = Config.from_dict(TINY).replace(**{
-        "highlight.comment_lookahead": comments, "highlight.scene_lookahead": scene, "highlight.realign": realign,
-        "fusion.d": 8, "fusion.n_heads": 2,
+        "highlight.comment_lookahead": True, "highlight.realign": realign, "fusion.d": 8, "fusion.n_heads": 2,
         "media.max_comment_lag": LAG, "task.route": "features", "task.feature_dims": [6, 5], "highlight.window_steps": 8})
     model = build_model(cfg).eval()
-    with torch.no_grad():  # the output layers start at zero (= no look-ahead); give them weights to test
-        for box in (model.lookahead, model.scene_lookahead):
-            if box is not None:
-                torch.nn.init.normal_(box.out.weight, std=0.5)
+    with torch.no_grad():  # the output layer starts at zero (= no look-ahead); give it weights to test
+        torch.nn.init.normal_(model.lookahead.out.weight, std=0.5)
     return model
 
 
@@ -81,38 +78,9 @@ def test_lookahead_off_ignores_future_comments():
     assert torch.equal(a[:20], b[:20])
 
 
-def test_scene_lookahead_reads_step_features_up_to_t_plus_lag_and_no_later():
-    """With only the scene look-ahead (no comment look-ahead, no re-alignment), changing the features
-    of step 20 moves scores from 20 - LAG on and no earlier one."""
-    model, f, t = _model(False, scene=True, comments=False), _features(40), 40
-    g = f.fused.clone()
-    g[0, 20] += 3.0
-    with torch.no_grad():
-        a = model.forward_steps(f, torch.tensor([t]), torch.tensor([3])).logits[0]
-        b = model.forward_steps(StepFeatures(g, f.text, f.has_text, f.video), torch.tensor([t]), torch.tensor([3])).logits[0]
-    moved = (a - b).abs() > 1e-6
-    assert not moved[: 20 - LAG].any() and moved[20 - LAG]
-
-
-def test_scene_lookahead_ignores_padding():
-    """What fills the padding of a shorter stream in a batch does not move its real steps' scores."""
-    model, f, other = _model(False, scene=True), _features(30), _features(35, seed=2)
-
-    def scores(value: float) -> torch.Tensor:
-        def pad(x, v):
-            return torch.cat([x, torch.full_like(x[:, :5], v)], 1)
-        batch = StepFeatures(torch.cat([pad(f.fused, value), other.fused]), torch.cat([pad(f.text, value), other.text]),
-                             torch.cat([pad(f.has_text, False), other.has_text]),
-                             torch.cat([pad(f.video, value), other.video]))
-        with torch.no_grad():
-            return model.forward_steps(batch, torch.tensor([30, 35]), torch.tensor([3, 3])).logits[0, :30]
-
-    torch.testing.assert_close(scores(7.0), scores(-3.0), atol=1e-6, rtol=0)
-
-
-@pytest.mark.parametrize("realign,scene", [(False, False), (True, False), (False, True), (True, True)])
-def test_stepper_equals_forward_steps_with_lookahead(realign, scene):
-    model, t = _model(realign, scene), 40
+@pytest.mark.parametrize("realign", [False, True])
+def test_stepper_equals_forward_steps_with_lookahead(realign):
+    model, t = _model(realign), 40
     f = _features(t)
     with torch.no_grad():
         want = model.forward_steps(f, torch.tensor([t]), torch.tensor([3])).logits[0]
