@@ -87,7 +87,9 @@ VARIANTS = {
 # comments; drop one of the two terms that `pointwise` drops together.
 EXTRA = {"no_realign": dict(overrides={"highlight.realign": False}),
          "no_bap": dict(overrides={"highlight.alpha_bap": 0.0}),  # the pairwise term's share of `pointwise`
-         "no_diff": dict(overrides={"highlight.beta_diff": 0.0})}  # the first-order term's share
+         "no_diff": dict(overrides={"highlight.beta_diff": 0.0}),  # the first-order term's share
+         # the advice for 30+ training streams (reader off) with the audio level token on top
+         "level_no_reader": dict(overrides={"encoders.audio.level_token": True, "highlight.reaction_reader": False})}
 
 
 def base_config(route: str, epochs: int, cache_dir: str) -> Config:
@@ -234,7 +236,7 @@ def run(args: argparse.Namespace) -> dict:
         chosen = {k: {**VARIANTS, **EXTRA}[k] for k in args.variants}
         routes = [("frozen", chosen)] if i < args.seeds else []
         if i < args.lora_seeds:
-            routes.append(("lora", {k: VARIANTS[k] for k in args.lora_variants}))
+            routes.append(("lora", {k: {**VARIANTS, **EXTRA}[k] for k in args.lora_variants}))
         for route, variants in routes:
             for name, spec in variants.items():
                 m = run_model(name, spec, route, seed, data, streams, args, work, check=not checked)
@@ -398,7 +400,7 @@ def main() -> None:
     p.add_argument("--lora-seeds", type=int, default=1, help="LoRA-route seeds (the first ones of --seeds)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS) + list(EXTRA),
                    help="frozen-route model rows (default: all of VARIANTS)")
-    p.add_argument("--lora-variants", nargs="+", default=["full", "frames_audio"], choices=list(VARIANTS))
+    p.add_argument("--lora-variants", nargs="+", default=["full", "frames_audio"], choices=list(VARIANTS) + list(EXTRA))
     p.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed + 1, ...")
     p.add_argument("--streams", type=int, default=16)
     p.add_argument("--seconds", type=float, default=60.0)
