@@ -146,7 +146,7 @@ def event_metrics(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], po
         out[x] = highlight_metrics(scores, labels, mx, keep)
         # the same negatives against each event's first step, then against its other steps: is a
         # scorer late (weak at the onset) or weak throughout?
-        first = [a & ~np.r_[False, a[:-1]] for a in mx]
+        first = [_first_steps(a) for a in mx]
         neg = np.concatenate([s[k & ~a] for s, k, a in zip(scores, keep, mx)])
         for key, sel in (("auc_first_step", first), ("auc_later_steps", [a & ~f for a, f in zip(mx, first)])):
             pos = np.concatenate([s[q] for s, q in zip(scores, sel)])
@@ -184,11 +184,16 @@ def _any(masks: Mapping[str, np.ndarray], n: int) -> np.ndarray:
     return out
 
 
+def _first_steps(mask: np.ndarray) -> np.ndarray:
+    """[T] bool -> True on the first step of each run of True steps."""
+    return mask & ~np.r_[False, mask[:-1]]
+
+
 def _onsets(masks: Mapping[str, np.ndarray], n: int) -> np.ndarray:
     """{type: [T] bool} -> [T] bool: the first step of each event (of each run of one type's steps)."""
     out = np.zeros(n, bool)
     for m in masks.values():
-        out |= m[:n] & ~np.r_[False, m[: n - 1]]
+        out |= _first_steps(m[:n])
     return out
 
 
