@@ -21,6 +21,9 @@ Rows, in one table (each model row is the default model with one thing changed):
   align_scene   comments aligned to the step's frames and audio (highlight.align_to: scene) instead of frames
   comment_density / audio_rms / visual_change / random   the baselines of mm_live/baselines.py
   labels_as_scores   the held-out CTR labels scored as predictions: what a perfect CTR model would get
+Diagnostic rows, only when named in --variants / --lora-variants: no_realign (soft-DTW loss kept,
+comments as posted), no_bap and no_diff (one of the two terms `pointwise` drops), level_no_reader
+(the level token on and the reaction reader off).
 
 Metrics on the held-out streams (every 4th stream, never trained on): AUC (highlight step vs not,
 pooled), Kendall τ vs the CTR labels (mean per stream), top-5 mAP; the same per event type (a
@@ -38,6 +41,9 @@ projections and temporal head (``--seeds`` seeds; each seed changes data and tra
 run costs ~10x). Writes ``bench/ablate_highlight.json`` and ``docs/ablation.png``.
 
     python scripts/ablate_highlight.py --seeds 3 --lora-seeds 1 --workdir /tmp/abl
+
+--reuse measures the run directories already in --workdir (after checking each one's config is the
+row's) instead of training them again, e.g. to add a metric to rows trained before it existed.
 """
 
 from __future__ import annotations
