@@ -225,6 +225,11 @@ class HighlightConfig:
     # Checkpoints written before this switch existed load with it off.
     reaction_reader: bool = True
     reaction_weight: float = 5.0
+    # Clip route with audio: add slope x the step's loudness (encoders.audio.step_level of the raw
+    # waveform, 0 where a step has no audio) to its score, the slope learned and kept >= 0 (softplus).
+    # A score-level prior: a step quieter than another cannot gain from loudness, and the temporal
+    # head has to learn to pull down loud steps nobody reacts to.
+    level_skip: bool = False
     window_steps: int = 64  # steps per training window; scoring never gives a step more past context than this
     # The clip/segment embedding (what export-index stores) is trained by a multi-positive InfoNCE over
     # the embed_segment_steps-step segments of a batch: positives are segments of the same stream, and

@@ -60,7 +60,7 @@ class HighlightStepper:
             has = bool(f.has_text[0, k])
             self.pending.append({"fused": f.fused[0, k] + streamer, "z": z[k], "v": v[k],
                                  "sum": torch.zeros_like(z[k]), "count": torch.zeros((), dtype=torch.long),
-                                 "text": f.text[0, k], "has": f.has_text[0, k].clone()})
+                                 "text": f.text[0, k], "has": f.has_text[0, k].clone(), "level": f.level[0, k]})
             i = self.next_in
             self.next_in += 1
             if self.realign:
@@ -122,7 +122,7 @@ class HighlightStepper:
             self.x_start = start
         hidden = m.temporal(torch.stack(self.x)[None])[0, -1]
         self.next_out += 1
-        return t, float(m.head(hidden)[0])
+        return t, float(m.score(hidden, p.get("level", hidden.new_zeros(()))))  # states saved before level: 0
 
     def state_dict(self) -> dict:
         return {"next_in": self.next_in, "next_out": self.next_out, "x_start": self.x_start,

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mm_live.config import Config, LoraSettings
-from mm_live.encoders.audio import AudioEncoder
+from mm_live.encoders.audio import AudioEncoder, step_level
 from mm_live.encoders.base import Encoder, Tokens
 from mm_live.encoders.comment import CommentBatch, CommentEncoder
 from mm_live.encoders.frame import FrameEncoder
@@ -79,6 +79,8 @@ class MultimodalInputs:
     cached:    tokens of fully frozen encoders, by modality name (the backbone is skipped)
     prefix:    output of a LoRA-adapted encoder's frozen prefix, by modality name (frame:
                [B, F, C, h, w]); only the adapted stages run on it
+    level:     optional [B] float loudness of each step's raw audio (:func:`step_level`), 0 where
+               ``has_audio`` is False (read by ``highlight.level_skip``)
     """
 
     frames: torch.Tensor | None
@@ -88,6 +90,7 @@ class MultimodalInputs:
     streamer: torch.Tensor | None = None
     cached: dict[str, Tokens] = field(default_factory=dict)
     prefix: dict[str, torch.Tensor] = field(default_factory=dict)
+    level: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.has_audio.shape[0])
@@ -195,6 +198,7 @@ class MultimodalEncoder(nn.Module):
             has_audio=clip.has_audio.bool(),
             comments=self.comment.tokenize([t for t, _ in pairs], [o for _, o in pairs]),
             streamer=streamer,
+            level=torch.where(clip.has_audio.bool(), step_level(clip.audio)[:, 0], 0.0),
         )
         for name, enc in self.encoders().items():
             if enc.frozen and (self.frozen_prefix or self.cache is not None):

@@ -30,17 +30,21 @@ class StepFeatures:
     (Q-Former output or projected features), text [S, T, d_t] (comments posted inside the step,
     pooled), has_text [S, T] bool, video [S, T, d_v] (what comments are aligned to: frame tokens pooled,
     with ``scene`` the pooled audio tokens concatenated after them), reaction [S, T, 3] (the reaction
-    reader's loss statistics, :mod:`mm_live.reaction`; zeros where there is no reader)."""
+    reader's loss statistics, :mod:`mm_live.reaction`; zeros where there is no reader), level [S, T]
+    (the step's audio loudness, ``MultimodalInputs.level``; zeros where the run sees no audio)."""
 
     fused: torch.Tensor
     text: torch.Tensor
     has_text: torch.Tensor
     video: torch.Tensor
     reaction: torch.Tensor | None = None
+    level: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.reaction is None:
             self.reaction = self.fused.new_zeros(*self.fused.shape[:2], 3)
+        if self.level is None:
+            self.level = self.fused.new_zeros(*self.fused.shape[:2])
 
     @staticmethod
     def cat(parts: Sequence["StepFeatures"]) -> "StepFeatures":
@@ -66,10 +70,12 @@ class ClipSteps(nn.Module):
 
     def forward(self, inputs: MultimodalInputs, index: torch.Tensor) -> StepFeatures:
         """inputs of N steps, index [S, T] into them (-1 = padding) -> :class:`StepFeatures`."""
-        return self.from_tokens(self.encoder.tokens(inputs), inputs.streamer, index)
+        return self.from_tokens(self.encoder.tokens(inputs), inputs.streamer, index, inputs.level)
 
-    def from_tokens(self, toks: list, streamer: torch.Tensor | None, index: torch.Tensor) -> StepFeatures:
-        """Modality tokens [frame, audio, comment] of N steps -> :class:`StepFeatures` (fusion + pooling)."""
+    def from_tokens(self, toks: list, streamer: torch.Tensor | None, index: torch.Tensor,
+                    level: torch.Tensor | None = None) -> StepFeatures:
+        """Modality tokens [frame, audio, comment] of N steps (and their loudness ``level`` [N], kept
+        only when the run sees audio) -> :class:`StepFeatures` (fusion + pooling)."""
         toks = [t if name in self.modalities else dataclasses.replace(t, mask=torch.zeros_like(t.mask))
                 for name, t in zip(MODALITIES, toks)]
         fused = self.encoder.fusion(toks, streamer).queries.mean(1)  # [N, d]
@@ -82,8 +88,13 @@ class ClipSteps(nn.Module):
         if self.reader is not None:
             feature, stats = self.reader(comment.tokens, own)
             text, reaction = text + feature, scatter_steps(stats, index)
+        if level is not None and "audio" in self.modalities:
+            level = scatter_steps(level.to(fused.dtype), index)
+        else:
+            level = None
         return StepFeatures(scatter_steps(fused, index), scatter_steps(text, index),
-                            scatter_steps(own.any(1), index) & (index >= 0), scatter_steps(video, index), reaction)
+                            scatter_steps(own.any(1), index) & (index >= 0), scatter_steps(video, index), reaction,
+                            level)
 
 
 class FeatureSteps(nn.Module):

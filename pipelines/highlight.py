@@ -97,6 +97,8 @@ class HighlightModel(nn.Module):
         self.temporal = CausalTemporalTransformer(d + D_ALIGN + 1, h.d_model, h.n_layers, h.n_heads, h.lookback_steps,
                                                   dropout=cfg.fusion.dropout)
         self.head = nn.Linear(h.d_model, 1)
+        # highlight.level_skip: logit + softplus(level_slope) x step loudness (0 -> slope 0.69 at the start)
+        self.level_slope = nn.Parameter(torch.zeros(())) if h.level_skip else None
         self.embed_head = nn.Linear(h.d_model, cfg.fusion.d_emb)
         self.quantizer = ProductQuantizer.from_config(cfg.quant, cfg.fusion.d_emb) if cfg.quant.learn else None
 
@@ -134,7 +136,15 @@ class HighlightModel(nn.Module):
         else:
             hidden = self.temporal(x)  # [S, T, d_model]
         valid = torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]
-        return HighlightOutput(self.head(hidden).squeeze(-1), z, v, self.embed(hidden, valid), hidden)
+        return HighlightOutput(self.score(hidden, f.level), z, v, self.embed(hidden, valid), hidden)
+
+    def score(self, hidden: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """Temporal states [..., d_model] and step loudness [...] -> logits [...]: the head, plus the
+        learned non-negative loudness term with ``highlight.level_skip``."""
+        logits = self.head(hidden).squeeze(-1)
+        if self.level_slope is None:
+            return logits
+        return logits + F.softplus(self.level_slope) * level.to(logits.dtype)
 
     def embed(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Temporal states [S, T, d_model] pooled over ``mask`` [S, T] -> L2-normalised [S, d_emb]."""
@@ -292,7 +302,8 @@ def load_model(checkpoint: str | Path, device: str = "auto") -> HighlightModel:
 def encode_steps(model: HighlightModel, inputs: MultimodalInputs) -> StepFeatures:
     """Prepared steps (N) -> their :class:`StepFeatures` ``[1, N, ...]`` (what scoring and ``watch`` feed the head)."""
     steps, dev = model.steps, inputs.has_audio.device
-    return steps.from_tokens(steps.encoder.tokens(inputs), inputs.streamer, torch.arange(len(inputs), device=dev)[None])
+    return steps.from_tokens(steps.encoder.tokens(inputs), inputs.streamer, torch.arange(len(inputs), device=dev)[None],
+                             inputs.level)
 
 
 class LiveHighlight(HighlightStepper):

@@ -19,11 +19,12 @@ Rows, in one table (each model row is the default model with one thing changed):
   frames_audio  the model sees frames and audio (no comments)
   level_token   with the audio level token (encoders.audio.level_token, off by default; encoders/audio.py)
   align_scene   comments aligned to the step's frames and audio (highlight.align_to: scene) instead of frames
+  level_skip    each score plus a learned non-negative multiple of the step's loudness (highlight.level_skip)
   comment_density / audio_rms / visual_change / random   the baselines of mm_live/baselines.py
   labels_as_scores   the held-out CTR labels scored as predictions: what a perfect CTR model would get
 Diagnostic rows, only when named in --variants / --lora-variants: no_realign (soft-DTW loss kept,
 comments as posted), no_bap and no_diff (one of the two terms `pointwise` drops), level_no_reader
-(the level token on and the reaction reader off).
+(the level token on and the reaction reader off), level_skip_no_reader (level_skip on, the reader off).
 
 Metrics on the held-out streams (every 4th stream, never trained on): AUC (highlight step vs not,
 pooled), Kendall τ vs the CTR labels (mean per stream), top-5 mAP; the same per event type (a
@@ -88,6 +89,7 @@ VARIANTS = {
     "frames_audio": dict(modalities=("frame", "audio")),
     "level_token": dict(overrides={"encoders.audio.level_token": True}),
     "align_scene": dict(overrides={"highlight.align_to": "scene"}),
+    "level_skip": dict(overrides={"highlight.level_skip": True}),
 }
 # Diagnostics, not in the default table: keep the soft-DTW alignment loss but feed the as-posted
 # comments; drop one of the two terms that `pointwise` drops together.
@@ -95,7 +97,8 @@ EXTRA = {"no_realign": dict(overrides={"highlight.realign": False}),
          "no_bap": dict(overrides={"highlight.alpha_bap": 0.0}),  # the pairwise term's share of `pointwise`
          "no_diff": dict(overrides={"highlight.beta_diff": 0.0}),  # the first-order term's share
          # the advice for 30+ training streams (reader off) with the audio level token on top
-         "level_no_reader": dict(overrides={"encoders.audio.level_token": True, "highlight.reaction_reader": False})}
+         "level_no_reader": dict(overrides={"encoders.audio.level_token": True, "highlight.reaction_reader": False}),
+         "level_skip_no_reader": dict(overrides={"highlight.level_skip": True, "highlight.reaction_reader": False})}
 
 
 def base_config(route: str, epochs: int, cache_dir: str) -> Config:

@@ -271,25 +271,31 @@ def test_watch_refuses_a_feature_route_highlight_run(stream, tmp_path):
         watch(str(stream["root"] / "full.ts"), tmp_path / "run", tmp_path / "out", stall_timeout=0.5)
 
 
-@pytest.mark.parametrize("realign", [True, False])
-def test_stepper_equals_forward_steps(realign):
-    """The incremental head gives forward_steps' logits over a stream longer than its chunks."""
+@pytest.mark.parametrize("realign,level_skip", [(True, False), (False, False), (True, True)])
+def test_stepper_equals_forward_steps(realign, level_skip):
+    """The incremental head gives forward_steps' logits over a stream longer than its chunks (with
+    highlight.level_skip too: each step's loudness term follows it to the step it is emitted as)."""
     torch.manual_seed(0)
     cfg = Config.from_dict(TINY).replace(**{"highlight.realign": realign, "highlight.comment_lookahead": False,
+                                            "highlight.level_skip": level_skip,
                                             "fusion.d": 8, "fusion.n_heads": 2,
                                             "media.max_comment_lag": 3, "task.route": "features",
                                             "task.feature_dims": [6, 5], "highlight.window_steps": 8})
     model = build_model(cfg).eval()
     g, t = torch.Generator().manual_seed(1), 40
     f = StepFeatures(torch.randn(1, t, 8, generator=g), torch.randn(1, t, 5, generator=g),
-                     torch.rand(1, t, generator=g) > 0.5, torch.randn(1, t, 6, generator=g))
+                     torch.rand(1, t, generator=g) > 0.5, torch.randn(1, t, 6, generator=g),
+                     level=torch.rand(1, t, generator=g) * 2 - 1)
     with torch.no_grad():
         want = model.forward_steps(f, torch.tensor([t]), torch.tensor([3])).logits[0]
+        if level_skip:  # the level term is in the logits
+            f0 = StepFeatures(f.fused, f.text, f.has_text, f.video)
+            assert not torch.allclose(want, model.forward_steps(f0, torch.tensor([t]), torch.tensor([3])).logits[0])
     stepper = HighlightStepper(model, torch.tensor([3]))
     got = []
     for a in range(0, t, 3):
         got += stepper.push(StepFeatures(f.fused[:, a : a + 3], f.text[:, a : a + 3], f.has_text[:, a : a + 3],
-                                         f.video[:, a : a + 3]))
+                                         f.video[:, a : a + 3], level=f.level[:, a : a + 3]))
         assert len(got) == max(0, min(a + 3, t) - (3 if realign else 0))  # scores lag exactly max_comment_lag
         if a == 18:  # a restart mid-stream: the state round-trips
             state = stepper.state_dict()

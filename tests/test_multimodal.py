@@ -181,3 +181,17 @@ def test_wrong_number_of_bags_is_a_comments_error():
     m = model()
     with pytest.raises(CommentsError, match="3 steps"):
         m.prepare(fake_clip(), [["a"]])
+
+
+def test_prepare_keeps_each_steps_loudness_and_zero_without_audio():
+    """MultimodalInputs.level is step_level of each step's raw waveform; a step without audio gets 0
+    (not the -1 of silence): what highlight.level_skip adds to a score must not depend on padding."""
+    m, clip = model(), fake_clip()
+    clip.audio[2] = 0.0
+    clip.has_audio[1] = False
+    inputs = m.prepare(clip, BAGS)
+    rms = clip.audio[0].pow(2).mean().sqrt()
+    expected = [(torch.log10(rms + 1e-4).item() + 2) / 2, 0.0, -1.0]  # RMS 0.1 -> about 0.5; silence -> -1
+    torch.testing.assert_close(inputs.level, torch.tensor(expected), atol=1e-4, rtol=0)
+    assert abs(expected[0] - 0.5) < 0.01
+    assert MultimodalInputs.cat([inputs[:2], inputs[2:]]).level.tolist() == inputs.level.tolist()

@@ -256,3 +256,39 @@ def test_scene_alignment_side_is_pooled_frames_then_pooled_audio(modalities):
     torch.testing.assert_close(f.video[0, :, : enc.frame.dim], masked_mean(frame.tokens, frame.mask))
     expected = masked_mean(audio.tokens, audio.mask) if "audio" in modalities else torch.zeros(t, enc.audio.dim)
     torch.testing.assert_close(f.video[0, :, enc.frame.dim :], expected)
+
+
+def test_level_skip_adds_ln2_times_loudness_at_init_and_only_where_the_run_hears():
+    """highlight.level_skip: logit_t = head(h_t) + softplus(slope) * level_t, slope 0 at the start
+    (so ln 2 * level), the same temporal states; a run that may not see audio gets no level."""
+    from mm_live.multimodal import MultimodalInputs
+
+    f = _features(s=2, t=12)
+    level = torch.linspace(-1, 1, 24).view(2, 12)
+    torch.manual_seed(0)
+    plain = build_model(tiny_cfg(**{"task.route": "features", "task.feature_dims": [6, 5], "fusion.d": 8,
+                                    "fusion.n_heads": 2})).eval()
+    torch.manual_seed(0)
+    skip = build_model(tiny_cfg(**{"task.route": "features", "task.feature_dims": [6, 5], "fusion.d": 8,
+                                   "fusion.n_heads": 2, "highlight.level_skip": True})).eval()
+    with torch.no_grad():
+        a = _logits(plain, StepFeatures(f.fused, f.text, f.has_text, f.video, level=level))
+        b = _logits(skip, StepFeatures(f.fused, f.text, f.has_text, f.video, level=level))
+    torch.testing.assert_close(b - a, 0.6931472 * level)
+    out = skip.forward_steps(StepFeatures(f.fused, f.text, f.has_text, f.video, level=level), torch.full((2,), 12),
+                             torch.zeros(2, dtype=torch.long))
+    out.logits.sum().backward()
+    assert skip.level_slope.grad is not None and float(skip.level_slope.grad) != 0.0
+
+    for modalities, heard in ((("frame", "audio", "comment"), True), (("frame", "comment"), False)):
+        torch.manual_seed(0)
+        model = build_model(tiny_cfg(**{"highlight.level_skip": True, "task.modalities": list(modalities)})).eval()
+        enc, t = model.steps.encoder, 4
+        g = torch.Generator().manual_seed(1)
+        inputs = MultimodalInputs(enc.frame.preprocess(torch.randint(0, 255, (t, 1, 3, 64, 64), dtype=torch.uint8, generator=g)),
+                                  enc.audio.preprocess(torch.randn(t, 16000, generator=g) * 0.1, 16000),
+                                  torch.ones(t, dtype=torch.bool), enc.comment.tokenize([["wow"]] * t),
+                                  level=torch.tensor([0.5, -0.2, 0.0, 0.9]))
+        with torch.no_grad():
+            got = model.steps(inputs, torch.arange(t)[None]).level[0]
+        torch.testing.assert_close(got, inputs.level if heard else torch.zeros(t))
