@@ -228,8 +228,11 @@ class HighlightConfig:
     # Clip route with audio: add slope x the step's loudness (encoders.audio.step_level of the raw
     # waveform, 0 where a step has no audio) to its score, the slope learned and kept >= 0 (softplus).
     # A score-level prior: a step quieter than another cannot gain from loudness, and the temporal
-    # head has to learn to pull down loud steps nobody reacts to.
+    # head has to learn to pull down loud steps nobody reacts to. level_skip_slope: the slope at the
+    # start; training barely moves it (the head fits the training streams without it), so it sets the
+    # prior's strength: 4 puts ~1.8 logits between room tone and a loud event of the hard generator.
     level_skip: bool = False
+    level_skip_slope: float = 4.0
     window_steps: int = 64  # steps per training window; scoring never gives a step more past context than this
     # The clip/segment embedding (what export-index stores) is trained by a multi-positive InfoNCE over
     # the embed_segment_steps-step segments of a batch: positives are segments of the same stream, and
@@ -240,7 +243,8 @@ class HighlightConfig:
     top_k: int = 5  # highlight windows reported by `score`
 
     def validate(self, p: str) -> None:
-        for name in ("d_model", "n_layers", "n_heads", "n_negatives", "top_k", "window_steps", "embed_segment_steps"):
+        for name in ("d_model", "n_layers", "n_heads", "n_negatives", "top_k", "window_steps", "embed_segment_steps",
+                     "level_skip_slope"):
             _positive(getattr(self, name), f"{p}.{name}")
         _buckets(self.n_streamers, f"{p}.n_streamers")
         _divides(self.n_heads, self.d_model, f"{p}.n_heads", f"{p}.d_model")

@@ -97,8 +97,8 @@ class HighlightModel(nn.Module):
         self.temporal = CausalTemporalTransformer(d + D_ALIGN + 1, h.d_model, h.n_layers, h.n_heads, h.lookback_steps,
                                                   dropout=cfg.fusion.dropout)
         self.head = nn.Linear(h.d_model, 1)
-        # highlight.level_skip: logit + softplus(level_slope) x step loudness (0 -> slope 0.69 at the start)
-        self.level_slope = nn.Parameter(torch.zeros(())) if h.level_skip else None
+        # highlight.level_skip: logit + softplus(level_slope) x step loudness, starting at level_skip_slope
+        self.level_slope = (nn.Parameter(torch.tensor(h.level_skip_slope).expm1().log()) if h.level_skip else None)
         self.embed_head = nn.Linear(h.d_model, cfg.fusion.d_emb)
         self.quantizer = ProductQuantizer.from_config(cfg.quant, cfg.fusion.d_emb) if cfg.quant.learn else None
 

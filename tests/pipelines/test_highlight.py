@@ -258,9 +258,10 @@ def test_scene_alignment_side_is_pooled_frames_then_pooled_audio(modalities):
     torch.testing.assert_close(f.video[0, :, enc.frame.dim :], expected)
 
 
-def test_level_skip_adds_ln2_times_loudness_at_init_and_only_where_the_run_hears():
-    """highlight.level_skip: logit_t = head(h_t) + softplus(slope) * level_t, slope 0 at the start
-    (so ln 2 * level), the same temporal states; a run that may not see audio gets no level."""
+def test_level_skip_adds_slope_times_loudness_and_only_where_the_run_hears():
+    """highlight.level_skip: logit_t = head(h_t) + softplus(a) * level_t, softplus(a) =
+    level_skip_slope (2.5 here) at the start, the same temporal states; a run that may not see
+    audio gets no level."""
     from mm_live.multimodal import MultimodalInputs
 
     f = _features(s=2, t=12)
@@ -270,11 +271,12 @@ def test_level_skip_adds_ln2_times_loudness_at_init_and_only_where_the_run_hears
                                     "fusion.n_heads": 2})).eval()
     torch.manual_seed(0)
     skip = build_model(tiny_cfg(**{"task.route": "features", "task.feature_dims": [6, 5], "fusion.d": 8,
-                                   "fusion.n_heads": 2, "highlight.level_skip": True})).eval()
+                                   "fusion.n_heads": 2, "highlight.level_skip": True,
+                                   "highlight.level_skip_slope": 2.5})).eval()
     with torch.no_grad():
         a = _logits(plain, StepFeatures(f.fused, f.text, f.has_text, f.video, level=level))
         b = _logits(skip, StepFeatures(f.fused, f.text, f.has_text, f.video, level=level))
-    torch.testing.assert_close(b - a, 0.6931472 * level)
+    torch.testing.assert_close(b - a, 2.5 * level)
     out = skip.forward_steps(StepFeatures(f.fused, f.text, f.has_text, f.video, level=level), torch.full((2,), 12),
                              torch.zeros(2, dtype=torch.long))
     out.logits.sum().backward()
