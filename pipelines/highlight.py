@@ -410,6 +410,9 @@ class HighlightTask(Task):
     train_defaults = {"train.lr": 1e-3, "train.epochs": 12, "train.batch_size": 2}
 
     def configure(self, cfg: Config, data: Any, *, dataset: str | None = None, features: Any = None, **_: Any) -> Config:
+        if cfg.highlight.level_skip and (dataset is not None or "audio" not in cfg.task.modalities):
+            raise ConfigError("highlight.level_skip adds each step's loudness to its score, so it needs a manifest of "
+                              "clips with 'audio' in task.modalities; set highlight.level_skip to false for this run")
         if dataset is None:
             return cfg.replace(**{"task.route": "clips", "task.feature_dims": None})
         from mm_live.data.windows import feature_dims, feature_items

@@ -294,3 +294,18 @@ def test_level_skip_adds_slope_times_loudness_and_only_where_the_run_hears():
         with torch.no_grad():
             got = model.steps(inputs, torch.arange(t)[None]).level[0]
         torch.testing.assert_close(got, inputs.level if heard else torch.zeros(t))
+
+
+def test_level_skip_is_refused_where_there_is_no_audio_to_read():
+    """A run that cannot hear (feature route, or audio not among task.modalities) gets one clear
+    ConfigError instead of a loudness term that silently adds nothing."""
+    from mm_live.errors import ConfigError
+    from mm_live.tasks import get_task
+
+    task = get_task("highlight")
+    on = tiny_cfg(**{"highlight.level_skip": True})
+    assert task.configure(on, "m.jsonl").task.route == "clips"
+    with pytest.raises(ConfigError, match="highlight.level_skip .* set highlight.level_skip to false"):
+        task.configure(on.replace(**{"task.modalities": ["frame", "comment"]}), "m.jsonl")
+    with pytest.raises(ConfigError, match="needs a manifest of clips"):
+        task.configure(on, "annotations.jsonl", dataset="qvhighlights")
