@@ -316,12 +316,15 @@ def table(report: dict) -> str:
             pt = r["per_type"]
             lines.append(f"| {name} | " + " | ".join(_cell(pt[t]["auc"]) for t in RISING + DISTRACTORS) + " | "
                          + " | ".join(_cell(pt[t]["kendall_tau"]) for t in RISING) + " |")
-        if full is not None and route == "frozen":  # the target: full beats every baseline by more than the spread
-            lines += ["", "| full − baseline (paired Δ) | AUC | Kendall τ | " + " | ".join(f"AUC {t}" for t in RISING + DISTRACTORS) + " |",
-                      "|---|" + "---|" * (2 + len(RISING) + len(DISTRACTORS))]
-            for b in (b for b in BASELINES if b in res):
+        baselines = [b for b in res if b.split(" (")[0] in BASELINES]
+        if full is not None and baselines:  # the target: full beats every baseline by more than the spread, per type too
+            lines += ["", "| full − baseline (paired Δ) | AUC | Kendall τ | " + " | ".join(f"AUC {t}" for t in RISING + DISTRACTORS)
+                      + " | τ " + " | τ ".join(RISING) + " |",
+                      "|---|" + "---|" * (2 + 2 * len(RISING) + len(DISTRACTORS))]
+            for b in baselines:
                 cells = [_delta(full[k], res[b][k]) for k in ("auc", "kendall_tau")]
                 cells += [_delta(full["per_type"][t]["auc"], res[b]["per_type"][t]["auc"]) for t in RISING + DISTRACTORS]
+                cells += [_delta(full["per_type"][t]["kendall_tau"], res[b]["per_type"][t]["kendall_tau"]) for t in RISING]
                 lines.append(f"| {b} | " + " | ".join(cells) + " |")
         if full is not None and "per_type_no_tails" in full:
             lines += ["", f"Highlight types without the {TAIL_STEPS} steps after each highlight (where the CTR label decays):", "",

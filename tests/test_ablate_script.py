@@ -35,3 +35,23 @@ def test_reuse_refuses_another_model_with_exit_code_2(ablate, tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "highlight.reaction_reader" in err and "\n" not in err.rstrip("\n")
+
+
+def _row(ablate, value: float, step: float) -> dict:
+    """A row of three seeds: value, value + step, value + 2 step for every metric and highlight type."""
+    stat = ablate._stat([value, value + step, value + 2 * step])
+    per_type = {t: {"auc": stat, "kendall_tau": stat} for t in ablate.RISING + ablate.DISTRACTORS}
+    return {"auc": stat, "kendall_tau": stat, "top5_map": stat, "per_type": per_type}
+
+
+def test_table_judges_full_against_each_baseline_on_every_route(ablate):
+    """The target table (paired full − baseline, overall, per type, and τ per rising type) is printed for
+    the LoRA route's "(same seeds)" baselines as for the frozen route's; ✓ only for a win on every seed."""
+    lora = {"full": _row(ablate, 0.8, 0.01), "audio_rms (same seeds)": _row(ablate, 0.7, 0.0),
+            "random (same seeds)": _row(ablate, 0.79, 0.02)}  # paired: +0.01, 0.00, -0.01 -> no win
+    text = ablate.table({"seeds": 0, "lora_seeds": 3, "results": {"lora": lora}})
+    rows = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| ")}
+    assert "τ " + ablate.RISING[-1] in rows["full − baseline (paired Δ)"]
+    width = 2 + 2 * len(ablate.RISING) + len(ablate.DISTRACTORS)
+    assert rows["audio_rms (same seeds)"].count("+0.110 ± 0.010 ✓") == width
+    assert rows["random (same seeds)"].count("+0.000 ± 0.010") == width and "✓" not in rows["random (same seeds)"]
