@@ -397,8 +397,12 @@ def realign_comments(
     w: int,
     comment_mask: torch.Tensor | None = None,
     online: bool = False,
+    by: str = "dtw",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Move each comment step's embedding to the video step it refers to (hard causal DTW).
+
+    ``by="shift"`` is the ablation of the matching: every comment step moves back by the whole band,
+    to ``max(i - w, 0)``, whatever the comments and frames are (``highlight.realign_by``).
 
     ``online=True`` uses :func:`online_dtw_index` (each step's choice sees no later step) instead of
     the backtracked global path: then the output at video step j depends on steps ``<= j + w`` only.
@@ -418,9 +422,14 @@ def realign_comments(
     n, d = comment_emb.shape
     if video_emb.shape[0] != n:
         raise ValueError(f"realign_comments expects equal step counts, got {n} and {video_emb.shape[0]}")
-    with torch.no_grad():
-        D = cosine_cost(comment_emb[None].float(), video_emb[None].float())[0]
-    index = online_dtw_index(D, w) if online else hard_dtw(D, w).index
+    if by == "shift":
+        index = np.maximum(np.arange(n) - w, 0)
+    elif by == "dtw":
+        with torch.no_grad():
+            D = cosine_cost(comment_emb[None].float(), video_emb[None].float())[0]
+        index = online_dtw_index(D, w) if online else hard_dtw(D, w).index
+    else:
+        raise ValueError(f"realign_comments: by must be 'dtw' or 'shift', got {by!r}")
     index = torch.from_numpy(index).to(comment_emb.device)
     keep = torch.ones(n, dtype=torch.bool, device=comment_emb.device) if comment_mask is None else comment_mask.bool()
     out = torch.zeros_like(comment_emb).index_add(0, index[keep], comment_emb[keep])

@@ -207,6 +207,10 @@ class HighlightConfig:
     n_negatives: int = 7  # permuted text orders per stream in the alignment loss
     realign: bool = True  # hard-DTW re-alignment of comment embeddings (score t then sees comments up to t + max_comment_lag)
     alignment: bool = True  # False: no alignment loss and no re-alignment (the ablation)
+    # How re-alignment picks the step a comment moves to: "dtw" (the online hard DTW against the
+    # frames) or "shift" (every comment moves back by max_comment_lag steps, whatever it says): the
+    # ablation of the matching itself.
+    realign_by: str = _choice("dtw", "dtw", "shift")
     # What comments are aligned to (soft-DTW loss and re-alignment), clip route: the step's pooled
     # frame tokens, or "scene": its pooled frame and audio tokens (a reaction to a sound off-screen
     # has something to match). The feature route aligns to its video features either way.

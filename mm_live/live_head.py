@@ -36,6 +36,7 @@ class HighlightStepper:
         h = model.cfg.highlight
         self.model = model
         self.realign = bool(model.use_alignment and h.realign)
+        self.shift = h.realign_by == "shift"
         self.lookahead = model.lookahead
         self.lag = int(model.cfg.media.max_comment_lag) if self.realign or self.lookahead is not None else 0
         w = h.window_steps
@@ -84,6 +85,8 @@ class HighlightStepper:
         """Add row i of the online DTW table; the video step text step i refers to."""
         w = self.lag
         lo = max(0, i - w, self.next_out)  # next_out > i - w only after finish() and a resume: no moving back
+        if self.shift:  # highlight.realign_by: shift, as realign_comments(by="shift")
+            return lo
         band_v = torch.stack([p["v"] for p in self.pending[lo - self.next_out :]])  # video steps lo .. i
         # as mm_live.alignment.cosine_cost: 1 - cos, in float32, then float64
         d = (1.0 - F.normalize(z[None].float(), dim=-1) @ F.normalize(band_v.float(), dim=-1).T)[0].double().numpy()

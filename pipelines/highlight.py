@@ -123,7 +123,7 @@ class HighlightModel(nn.Module):
             z_in, m = torch.zeros_like(z), torch.zeros_like(f.has_text)
             for s, n in enumerate(lengths.tolist()):
                 z_in[s, :n], m[s, :n] = realign_comments(z[s, :n], v[s, :n], self.cfg.media.max_comment_lag,
-                                                          f.has_text[s, :n], online=True)
+                                                          f.has_text[s, :n], online=True, by=self.cfg.highlight.realign_by)
         else:
             z_in, m = z * f.has_text.unsqueeze(-1).to(z.dtype), f.has_text
         step = f.fused + self.streamer(streamer).unsqueeze(1)  # [S, T, d]

@@ -23,7 +23,8 @@ Rows, in one table (each model row is the default model with one thing changed):
   comment_density / audio_rms / visual_change / random   the baselines of mm_live/baselines.py
   labels_as_scores   the held-out CTR labels scored as predictions: what a perfect CTR model would get
 Diagnostic rows, only when named in --variants / --lora-variants: no_realign (soft-DTW loss kept,
-comments as posted), no_bap and no_diff (one of the two terms `pointwise` drops), level_no_reader
+comments as posted), realign_shift (re-alignment without the matching: every comment moved back by
+max_comment_lag steps, highlight.realign_by: shift), no_bap and no_diff (one of the two terms `pointwise` drops), level_no_reader
 (the level token on and the reaction reader off), level_skip_no_reader (level_skip on, the reader off).
 
 Metrics on the held-out streams (every 4th stream, never trained on): AUC (highlight step vs not,
@@ -94,6 +95,8 @@ VARIANTS = {
 # Diagnostics, not in the default table: keep the soft-DTW alignment loss but feed the as-posted
 # comments; drop one of the two terms that `pointwise` drops together.
 EXTRA = {"no_realign": dict(overrides={"highlight.realign": False}),
+         # re-alignment without the matching: every comment moves back by the whole band
+         "realign_shift": dict(overrides={"highlight.realign_by": "shift"}),
          "no_bap": dict(overrides={"highlight.alpha_bap": 0.0}),  # the pairwise term's share of `pointwise`
          "no_diff": dict(overrides={"highlight.beta_diff": 0.0}),  # the first-order term's share
          # the advice for 30+ training streams (reader off) with the audio level token on top

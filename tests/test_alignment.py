@@ -401,6 +401,21 @@ def test_realign_comments_moves_averages_and_masks():
     assert mask2[6] and mask2[8]
 
 
+def test_realign_by_shift_moves_every_comment_back_by_the_band():
+    """by="shift" ignores the frames: comment step i lands on max(i - w, 0); steps without comments stay put."""
+    comments, video = planted_lag(lag=3)
+    has_comments = torch.ones(20, dtype=torch.bool)
+    has_comments[10] = False
+    out, mask = realign_comments(comments, video, w=5, comment_mask=has_comments, by="shift")
+    torch.testing.assert_close(out[0], comments[:6].mean(0))  # steps 0..5 all move to 0
+    torch.testing.assert_close(out[1:15], torch.where(has_comments[6:20, None], comments[6:20], 0.0))
+    assert mask[:15].tolist() == [True] * 5 + [False] + [True] * 9 and not mask[15:].any()
+    out_random, _ = realign_comments(comments, torch.randn_like(video), w=5, comment_mask=has_comments, by="shift")
+    torch.testing.assert_close(out_random, out)
+    with pytest.raises(ValueError, match="'dtw' or 'shift'"):
+        realign_comments(comments, video, w=5, by="nearest")
+
+
 def test_realign_with_zero_band_is_identity():
     comments, video = planted_lag(lag=3)
     out, mask = realign_comments(comments, video, w=0)

@@ -271,13 +271,15 @@ def test_watch_refuses_a_feature_route_highlight_run(stream, tmp_path):
         watch(str(stream["root"] / "full.ts"), tmp_path / "run", tmp_path / "out", stall_timeout=0.5)
 
 
-@pytest.mark.parametrize("realign,level_skip", [(True, False), (False, False), (True, True)])
-def test_stepper_equals_forward_steps(realign, level_skip):
+@pytest.mark.parametrize("realign,level_skip,realign_by", [(True, False, "dtw"), (False, False, "dtw"), (True, True, "dtw"),
+                                                        (True, False, "shift")])
+def test_stepper_equals_forward_steps(realign, level_skip, realign_by):
     """The incremental head gives forward_steps' logits over a stream longer than its chunks (with
-    highlight.level_skip too: each step's loudness term follows it to the step it is emitted as)."""
+    highlight.level_skip too: each step's loudness term follows it to the step it is emitted as; and
+    with highlight.realign_by: shift)."""
     torch.manual_seed(0)
     cfg = Config.from_dict(TINY).replace(**{"highlight.realign": realign, "highlight.comment_lookahead": False,
-                                            "highlight.level_skip": level_skip,
+                                            "highlight.level_skip": level_skip, "highlight.realign_by": realign_by,
                                             "fusion.d": 8, "fusion.n_heads": 2,
                                             "media.max_comment_lag": 3, "task.route": "features",
                                             "task.feature_dims": [6, 5], "highlight.window_steps": 8})
