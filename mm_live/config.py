@@ -234,9 +234,11 @@ class HighlightConfig:
     # A score-level prior: a step quieter than another cannot gain from loudness, and the temporal
     # head has to learn to pull down loud steps nobody reacts to. level_skip_slope: the slope at the
     # start; training barely moves it (the head fits the training streams without it), so it sets the
-    # prior's strength: 4 puts a couple of logits between room tone and a loud sound. Off by default:
-    # it pays from about 30 training streams and costs with 18 (LoRA route, docs/results.md).
-    level_skip: bool = False
+    # prior's strength: 4 puts a couple of logits between room tone and a loud sound. It pays with 30
+    # training streams and costs with 18 (LoRA route, docs/results.md), so unset (None) it is decided
+    # by `train` from the run's number of training streams (pipelines/highlight.py,
+    # resolve_level_skip) and saved in the checkpoint as true or false; true/false force it.
+    level_skip: bool | None = None
     level_skip_slope: float = 4.0
     window_steps: int = 64  # steps per training window; scoring never gives a step more past context than this
     # The clip/segment embedding (what export-index stores) is trained by a multi-positive InfoNCE over

@@ -9,7 +9,8 @@ Rows, in one table (each model row is the default model with one thing changed):
   full          the default model: pointwise + border-aware pairwise + first-order terms, soft-DTW
                 alignment and re-alignment, the comment look-ahead (highlight.comment_lookahead: score t
                 attends to the comments of steps t .. t + max_comment_lag, mm_live/lookahead.py), the
-                reaction reader and its loss
+                reaction reader and its loss, and the loudness term when the run has 30 or more
+                training streams (highlight.level_skip unset: --streams 40 and up)
   no_reader     without the reaction reader (highlight.reaction_reader: the per-comment reaction probe
                 whose count joins each step's pooled comments, mm_live/reaction.py)
   no_lookahead  without the comment look-ahead
@@ -19,13 +20,15 @@ Rows, in one table (each model row is the default model with one thing changed):
   frames_audio  the model sees frames and audio (no comments)
   level_token   with the audio level token (encoders.audio.level_token, off by default; encoders/audio.py)
   align_scene   comments aligned to the step's frames and audio (highlight.align_to: scene) instead of frames
-  level_skip    each score plus a learned non-negative multiple of the step's loudness (highlight.level_skip)
+  level_skip    each score plus a learned non-negative multiple of the step's loudness (highlight.level_skip
+                forced on: the same model as `full` from 30 training streams, where `no_level_skip` is the ablation)
   comment_density / audio_rms / visual_change / random   the baselines of mm_live/baselines.py
   labels_as_scores   the held-out CTR labels scored as predictions: what a perfect CTR model would get
 Diagnostic rows, only when named in --variants / --lora-variants: no_realign (soft-DTW loss kept,
 comments as posted), realign_shift (re-alignment without the matching: every comment moved back by
 max_comment_lag steps, highlight.realign_by: shift), no_bap and no_diff (one of the two terms `pointwise` drops), level_no_reader
-(the level token on and the reaction reader off), level_skip_no_reader (level_skip on, the reader off).
+(the level token on and the reaction reader off), level_skip_no_reader (level_skip on, the reader off),
+no_level_skip (the loudness term forced off).
 
 Metrics on the held-out streams (every 4th stream, never trained on): AUC (highlight step vs not,
 pooled), Kendall τ vs the CTR labels (mean per stream), top-5 mAP; the same per event type (a
@@ -72,7 +75,7 @@ from mm_live.data.manifest import read_manifest  # noqa: E402
 from mm_live.data.synthetic import HARD_TYPES, SynthConfig, synthesize  # noqa: E402
 from mm_live.data.windows import window_datasets  # noqa: E402
 from mm_live.fileio import atomic_path, write_json  # noqa: E402
-from mm_live.pipelines.highlight import evaluate, load_model, predict_streams, train  # noqa: E402
+from mm_live.pipelines.highlight import evaluate, load_model, predict_streams, resolve_level_skip, train  # noqa: E402
 from mm_live.scoring import ClipSource  # noqa: E402
 from mm_live.streams import highlight_steps, split_records  # noqa: E402
 
@@ -101,7 +104,9 @@ EXTRA = {"no_realign": dict(overrides={"highlight.realign": False}),
          "no_diff": dict(overrides={"highlight.beta_diff": 0.0}),  # the first-order term's share
          # the advice for 30+ training streams (reader off) with the audio level token on top
          "level_no_reader": dict(overrides={"encoders.audio.level_token": True, "highlight.reaction_reader": False}),
-         "level_skip_no_reader": dict(overrides={"highlight.level_skip": True, "highlight.reaction_reader": False})}
+         "level_skip_no_reader": dict(overrides={"highlight.level_skip": True, "highlight.reaction_reader": False}),
+         # the default without the loudness term where it has it (30+ training streams)
+         "no_level_skip": dict(overrides={"highlight.level_skip": False})}
 
 
 def base_config(route: str, epochs: int, cache_dir: str) -> Config:
@@ -169,7 +174,7 @@ def run_model(name: str, spec: dict, route: str, seed: int, data: Path, streams:
     # the LAST checkpoint: picking "best" on the held-out streams would tune on the test set
     model = load_model(out / "last")
     if reused:
-        _check_reused(out, model.cfg, cfg, spec)
+        _check_reused(out, model.cfg, resolve_level_skip(cfg, data / "manifest.jsonl"), spec)
     fit, held = window_datasets(data / "manifest.jsonl", model.cfg, model.steps.encoder, progress=False)
     device = next(model.parameters()).device
     m = measure(_scores(predict_streams(model, held, device), streams), streams)

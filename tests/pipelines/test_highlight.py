@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mm_live.cli import main
-from mm_live.config import Config
+from mm_live.config import MODALITIES, Config
 from mm_live.data.synthetic import SynthConfig, synthesize
 from tiny_config import TINY  # tests/pipelines/tiny_config.py
 
@@ -125,6 +125,9 @@ def test_train_writes_run_and_score_writes_outputs(run_dir, synth, tmp_path, cap
     assert evals and {"auc", "kendall_tau", "top5_map"} <= set(evals[-1])
     reader = [r["train/reaction"] for r in rows if "train/reaction" in r]  # the reaction reader's loss (on by default)
     assert reader and all(v > 0 for v in reader)
+    # highlight.level_skip left unset is decided at train time (3 training streams: off) and saved so
+    saved = json.loads((run_dir / "last" / "config.json").read_text())
+    assert saved["highlight"]["level_skip"] is False
     out = tmp_path / "scored"
     code = main(["score", str(synth / "streams" / "s0000.mp4"), "--comments", str(synth / "streams" / "s0000.comments.jsonl"),
                  "--checkpoint", str(run_dir), "--out", str(out), "--top-k", "2"])
@@ -309,3 +312,31 @@ def test_level_skip_is_refused_where_there_is_no_audio_to_read():
         task.configure(on.replace(**{"task.modalities": ["frame", "comment"]}), "m.jsonl")
     with pytest.raises(ConfigError, match="needs a manifest of clips"):
         task.configure(on, "annotations.jsonl", dataset="qvhighlights")
+
+
+@pytest.mark.parametrize("streams,marked,modalities,expected", [
+    (40, 0, MODALITIES, True),    # every 4th held out: 30 training streams, the size where the term paid
+    (39, 0, MODALITIES, False),   # 29 training streams: off
+    (24, 0, MODALITIES, False),   # 18: off (the size where it cost)
+    (33, 3, MODALITIES, True),    # the manifest's own split marks decide: 30 left to train on
+    (40, 0, ("frame", "comment"), False),  # a run that cannot hear gets no loudness term
+])
+def test_level_skip_unset_is_decided_by_the_number_of_training_streams(tmp_path, streams, marked, modalities, expected):
+    """highlight.level_skip left unset (the default) is resolved by `train` from the manifest:
+    on from LEVEL_SKIP_MIN_STREAMS training streams, off below and off without audio; a value the
+    user set is kept; the feature route never gets it. The resolved bool is what a run saves."""
+    from mm_live.pipelines.highlight import LEVEL_SKIP_MIN_STREAMS, resolve_level_skip
+    from mm_live.tasks import get_task
+
+    assert LEVEL_SKIP_MIN_STREAMS == 30 and Config().highlight.level_skip is None
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps({"stream_id": f"s{i:02d}", "clip": f"s{i:02d}.mp4", "step_seconds": 1.0,
+                                            "labels": {"ctr": [0.1, 0.2]}, **({"split": "test"} if i < marked else {})}) + "\n"
+                                for i in range(streams)))
+    task = get_task("highlight")
+    cfg = tiny_cfg(**{"task.modalities": list(modalities)})
+    assert task.configure(cfg, manifest).highlight.level_skip is expected
+    for forced in (True, False) if "audio" in modalities else (False,):
+        assert task.configure(cfg.replace(**{"highlight.level_skip": forced}), manifest).highlight.level_skip is forced
+    # the feature route has no waveform to read: off, and the annotations are not opened to decide it
+    assert resolve_level_skip(cfg, tmp_path / "absent.jsonl", dataset="qvhighlights").highlight.level_skip is False
