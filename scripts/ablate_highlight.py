@@ -152,6 +152,7 @@ def measure(scores: list[np.ndarray], streams: list[dict]) -> dict:
 
 
 ORACLE = "labels_as_scores"
+SAME_SEEDS = " (same seeds)"  # a LoRA-route baseline row: measured on the seeds the LoRA route ran
 
 
 def oracle_row(streams: list[dict]) -> dict:
@@ -247,9 +248,13 @@ def run(args: argparse.Namespace) -> dict:
             sc, _ = baseline_scores(ClipSource.open(h["rec"].clip, h["rec"].comments), bcfg, seed=seed)
             for b in BASELINES:
                 per[b].append(sc[b])
-        for b in BASELINES:
-            rows["frozen"].setdefault(b, []).append(measure(per[b], streams))
-        rows["frozen"].setdefault(ORACLE, []).append(oracle_row(streams))
+        # each route gets the baselines of its own seeds, so its full − baseline table pairs them: the
+        # frozen rows under their names, the LoRA rows (fewer seeds) as "name (same seeds)"
+        base_rows = {b: measure(per[b], streams) for b in BASELINES} | {ORACLE: oracle_row(streams)}
+        for route, suffix, n in (("frozen", "", args.seeds), ("lora", SAME_SEEDS, args.lora_seeds)):
+            if i < n:
+                for b, m in base_rows.items():
+                    rows[route].setdefault(b + suffix, []).append(m)
         chosen = {k: {**VARIANTS, **EXTRA}[k] for k in args.variants}
         routes = [("frozen", chosen)] if i < args.seeds else []
         if i < args.lora_seeds:
@@ -263,11 +268,13 @@ def run(args: argparse.Namespace) -> dict:
                       + "  " + " ".join(f"{t}:{m['per_type'][t]['auc']:.2f}" for t in RISING + DISTRACTORS)
                       + f"  ({m['seconds']:.0f} s, load {os.getloadavg()[0]:.1f})", flush=True)
         for b in BASELINES:
-            m = rows["frozen"][b][-1]
+            m = base_rows[b]
             print(f"seed {seed}  base   {b:15s} " + "  ".join(f"{k} {m[k]:.3f}" for k in METRICS)
                   + "  " + " ".join(f"{t}:{m['per_type'][t]['auc']:.2f}" for t in RISING + DISTRACTORS), flush=True)
     load["end"] = os.getloadavg()
-    summary = {route: {name: summarise(runs) for name, runs in by_name.items()} for route, by_name in rows.items() if by_name}
+    # model rows first, then the baselines and the oracle (their rows were started before the models')
+    summary = {route: {name: summarise(by_name[name]) for name in sorted(by_name, key=_is_baseline)}
+               for route, by_name in rows.items() if by_name}
     return {
         "benchmark": "highlight ablation + baselines on held-out HARD synthetic streams",
         "command": "python scripts/ablate_highlight.py " + " ".join(sys.argv[1:]),
@@ -278,6 +285,11 @@ def run(args: argparse.Namespace) -> dict:
         "held_out": "every 4th stream (split=test)", "event_types": {"highlights": list(RISING), "distractors": list(DISTRACTORS)},
         "load_average": load, "total_seconds": time.perf_counter() - t_start, "results": summary,
     }
+
+
+def _is_baseline(name: str) -> bool:
+    """A baseline or oracle row (either route's name for it), not a model variant."""
+    return name.removesuffix(SAME_SEEDS) in (*BASELINES, ORACLE)
 
 
 def _stat(values: list[float]) -> dict:
@@ -390,11 +402,12 @@ def plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    res = report["results"]["frozen"]
+    route = "frozen" if "frozen" in report["results"] else "lora"  # the frozen route when it ran (more seeds)
+    res = report["results"][route]
     names = list(res)
     panels = [("overall", k) for k in METRICS] + [(t, "auc") for t in RISING + DISTRACTORS]
     fig, axes = plt.subplots(3, 3, figsize=(13, 9), dpi=100)
-    colours = ["#1f5fa8" if n in VARIANTS or n in EXTRA else "#6aa56a" if n == ORACLE else "#999999" for n in names]
+    colours = ["#6aa56a" if n.removesuffix(SAME_SEEDS) == ORACLE else "#999999" if _is_baseline(n) else "#1f5fa8" for n in names]
     for ax, (group, k) in zip(axes.ravel(), panels):
         get = (lambda n: res[n][k]) if group == "overall" else (lambda n: res[n]["per_type"][group][k])
         ax.bar(range(len(names)), [get(n)["mean"] for n in names], yerr=[get(n)["std"] for n in names], capsize=3, color=colours)
@@ -406,7 +419,7 @@ def plot(report: dict, path: Path) -> None:
         if k == "auc":
             ax.axhline(0.5, color="r", lw=0.6, ls="--")
     fig.suptitle(f"highlight ablation on held-out hard synthetic streams ({report['streams']} per seed, every 4th held out), "
-                 f"frozen route, {report['seeds']} seeds\n"
+                 f"{route} route, {report['seeds' if route == 'frozen' else 'lora_seeds']} seeds\n"
                  "(blue = model variants, grey = baselines, green = the CTR labels as scores; mean ± std, dots = seeds)", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:

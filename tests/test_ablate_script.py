@@ -55,3 +55,15 @@ def test_table_judges_full_against_each_baseline_on_every_route(ablate):
     width = 2 + 2 * len(ablate.RISING) + len(ablate.DISTRACTORS)
     assert rows["audio_rms (same seeds)"].count("+0.110 ± 0.010 ✓") == width
     assert rows["random (same seeds)"].count("+0.000 ± 0.010") == width and "✓" not in rows["random (same seeds)"]
+
+
+def test_lora_only_report_plots_and_sorts_baselines_after_models(ablate, tmp_path):
+    """With --seeds 0 only the LoRA route has rows, its baselines named "(same seeds)": the plot
+    draws that route and the oracle/baseline rows are told from the model rows by name."""
+    assert ablate._is_baseline("audio_rms (same seeds)") and ablate._is_baseline("audio_rms")
+    assert ablate._is_baseline(ablate.ORACLE + ablate.SAME_SEEDS) and not ablate._is_baseline("full")
+    lora = {"full": _row(ablate, 0.8, 0.01), "audio_rms (same seeds)": _row(ablate, 0.7, 0.0),
+            ablate.ORACLE + ablate.SAME_SEEDS: _row(ablate, 0.9, 0.0)}
+    out = tmp_path / "ablation.png"
+    ablate.plot({"streams": 4, "seeds": 0, "lora_seeds": 3, "results": {"lora": lora}}, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
