@@ -224,8 +224,9 @@ class HighlightConfig:
     # Clip route: a per-comment reaction probe (mm_live/reaction.py) whose count is added to each
     # step's pooled comments; trained by reaction_weight x its loss, whose targets come from the CTR
     # labels alone (the highest label in the max_comment_lag steps up to a comment). It earns its
-    # place on small data (18 training streams in the ablation) and costs on more (30), on both
-    # routes: turn it off for 30+ training streams or frozen backbones (docs/results.md).
+    # place with 18 training streams in the ablation, and with 30 on the LoRA route when the
+    # loudness term below is on (the default there); without that term it costs at 30, and with
+    # frozen backbones it costs at 30: turn it off there (docs/results.md).
     # Checkpoints written before this switch existed load with it off.
     reaction_reader: bool = True
     reaction_weight: float = 5.0
