@@ -263,6 +263,9 @@ class HighlightConfig:
         _positive(self.dtw_gamma, f"{p}.dtw_gamma")
         _positive(self.embed_temperature, f"{p}.embed_temperature")
         _in_range(self.lookahead_dropout, f"{p}.lookahead_dropout", 0.0, 0.99)
+        if self.realign_by == "shift" and not self.realign:
+            raise ConfigError(f"{p}.realign_by: shift moves comments only when {p}.realign is true: "
+                              f"set {p}.realign to true or {p}.realign_by to dtw")
 
 
 @dataclass
@@ -524,7 +527,13 @@ def _coerce(tp: Any, value: Any, path: str, f: dataclasses.Field | None = None) 
         if value is None and type(None) in args:
             return None
         non_none = [a for a in args if a is not type(None)]
-        return _coerce(non_none[0], value, path, f)
+        try:
+            return _coerce(non_none[0], value, path, f)
+        except ConfigError as exc:
+            if type(None) in args:  # e.g. highlight.level_skip: null means "decide from the data"
+                head, sep, tail = str(exc).partition(", got ")
+                raise ConfigError(f"{head} or null{sep}{tail}" if sep else f"{exc} (or null)") from None
+            raise
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path)
     if origin is list:
