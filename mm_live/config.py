@@ -531,8 +531,7 @@ def _coerce(tp: Any, value: Any, path: str, f: dataclasses.Field | None = None) 
             return _coerce(non_none[0], value, path, f)
         except ConfigError as exc:
             if type(None) in args:  # e.g. highlight.level_skip: null means "decide from the data"
-                head, sep, tail = str(exc).partition(", got ")
-                raise ConfigError(f"{head} or null{sep}{tail}" if sep else f"{exc} (or null)") from None
+                raise ConfigError(f"{exc} (null is allowed too)") from None
             raise
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path)

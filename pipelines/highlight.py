@@ -410,6 +410,11 @@ def score_clip(clip: str | Path, checkpoint: str | Path | None = None, *, commen
 LEVEL_SKIP_MIN_STREAMS = 30
 
 
+def _hears_clips(cfg: Config, dataset: str | None) -> bool:
+    """A clip-route run (no feature ``dataset``) with audio among its modalities: one the loudness term can read."""
+    return dataset is None and "audio" in cfg.task.modalities
+
+
 def resolve_level_skip(cfg: Config, data: Any, *, dataset: str | None = None) -> Config:
     """``cfg`` with ``highlight.level_skip`` decided when it is unset (None): true for a clip-route
     run that hears audio and trains on at least :data:`LEVEL_SKIP_MIN_STREAMS` streams of the
@@ -417,7 +422,7 @@ def resolve_level_skip(cfg: Config, data: Any, *, dataset: str | None = None) ->
     if cfg.highlight.level_skip is not None:
         return cfg
     on = False
-    if dataset is None and "audio" in cfg.task.modalities:
+    if _hears_clips(cfg, dataset):
         from mm_live.data.manifest import read_manifest
         from mm_live.streams import split_records
 
@@ -434,7 +439,7 @@ class HighlightTask(Task):
     train_defaults = {"train.lr": 1e-3, "train.epochs": 12, "train.batch_size": 2}
 
     def configure(self, cfg: Config, data: Any, *, dataset: str | None = None, features: Any = None, **_: Any) -> Config:
-        if cfg.highlight.level_skip and (dataset is not None or "audio" not in cfg.task.modalities):
+        if cfg.highlight.level_skip and not _hears_clips(cfg, dataset):
             raise ConfigError("highlight.level_skip adds each step's loudness to its score, so it needs a manifest of "
                               "clips with 'audio' in task.modalities; set highlight.level_skip to false for this run")
         cfg = resolve_level_skip(cfg, data, dataset=dataset)
@@ -460,7 +465,7 @@ class HighlightTask(Task):
         return TaskData(batches, lambda m: evaluate(m, test, device(m)),
                         f"{len(train.streams)} training streams ({len(train)} windows), {len(test.streams)} held-out streams"
                         + (f"; loudness term (highlight.level_skip) {'on' if cfg.highlight.level_skip else 'off'}"
-                           if dataset is None and "audio" in cfg.task.modalities else ""))
+                           if _hears_clips(cfg, dataset) else ""))
 
     embed_clip = staticmethod(embed_clip)
 

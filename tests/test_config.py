@@ -44,7 +44,7 @@ def test_round_trip_yaml_with_partial_sections(tmp_path):
         ({"highlight": {"n_streamers": 1}}, "highlight.n_streamers must be >= 2"),
         ({"em3": {"n_items": 1}}, "em3.n_items must be >= 2"),
         # unset (null) is the data-decided default; anything but a bool or null is refused
-        ({"highlight": {"level_skip": "auto"}}, "highlight.level_skip must be true or false or null, got 'auto'"),
+        ({"highlight": {"level_skip": "auto"}}, "highlight.level_skip must be true or false, got 'auto' (null is allowed too)"),
         # the shift is a way of re-aligning: with re-alignment off it would silently do nothing
         ({"highlight": {"realign_by": "shift", "realign": False}}, "highlight.realign_by: shift moves comments only when"),
     ],
